@@ -1,0 +1,31 @@
+// arch/context_fcontext.hpp: the portable fallback, Boost.Context's fcontext.
+//
+// Selected with -DCHRONOS_CONTEXT=boost. fcontext has the very semantics of
+// arch/context.hpp (it is where they come from), so each call maps to one
+// Boost call and the Transfer layouts are checked to be identical.
+#pragma once
+
+#include <boost/context/detail/fcontext.hpp>
+#include <cstddef>
+#include <cstring>
+
+namespace chronos::arch {
+
+namespace bctx = boost::context::detail;
+static_assert(sizeof(bctx::transfer_t) == sizeof(Transfer));
+static_assert(offsetof(bctx::transfer_t, fctx) == offsetof(Transfer, ctx));
+static_assert(offsetof(bctx::transfer_t, data) == offsetof(Transfer, data));
+
+inline constexpr const char* kBackendName = "boost-fcontext";
+
+inline Context make(void* top, std::size_t size, EntryFn fn) {
+  // Same ABI: a function taking a two-pointer struct by value.
+  return bctx::make_fcontext(top, size, reinterpret_cast<void (*)(bctx::transfer_t)>(fn));
+}
+
+inline Transfer jump(Context to, void* data) {
+  bctx::transfer_t t = bctx::jump_fcontext(to, data);
+  return Transfer{t.fctx, t.data};
+}
+
+}  // namespace chronos::arch

@@ -1,0 +1,51 @@
+// arch/context_x86_64.hpp: C++ view of switch_x86_64_sysv_elf.S.
+//
+// The frame layout here is the single source of truth that the assembly
+// mirrors; tests/arch_test.cpp checks a freshly made frame against it.
+#pragma once
+
+#include <cstddef>
+
+namespace chronos::arch {
+
+// The frame a suspended context leaves at its saved stack pointer.
+struct SavedFrame {
+  unsigned int mxcsr;        // 0x00
+  unsigned short x87_cw;     // 0x04
+  unsigned short pad;        // 0x06
+  void* r12;                 // 0x08
+  void* r13;                 // 0x10
+  void* r14;                 // 0x18
+  void* r15;                 // 0x20
+  void* rbx;                 // 0x28  (a fresh context: the entry function)
+  void* rbp;                 // 0x30
+  void* rip;                 // 0x38  resume address
+};
+static_assert(offsetof(SavedFrame, mxcsr) == 0x00);
+static_assert(offsetof(SavedFrame, x87_cw) == 0x04);
+static_assert(offsetof(SavedFrame, r12) == 0x08);
+static_assert(offsetof(SavedFrame, rbx) == 0x28);
+static_assert(offsetof(SavedFrame, rbp) == 0x30);
+static_assert(offsetof(SavedFrame, rip) == 0x38);
+static_assert(sizeof(SavedFrame) == 0x40);
+
+inline constexpr unsigned int kDefaultMxcsr = 0x1F80;  // all exceptions masked, round to nearest
+inline constexpr unsigned short kDefaultX87Cw = 0x037F;
+
+}  // namespace chronos::arch
+
+extern "C" {
+chronos::arch::Transfer chronos_context_jump(chronos::arch::Context to, void* data);
+chronos::arch::Context chronos_context_make(void* top, std::size_t size, chronos::arch::EntryFn fn);
+}
+
+namespace chronos::arch {
+
+inline constexpr const char* kBackendName = "asm-x86_64-sysv";
+
+inline Context make(void* top, std::size_t size, EntryFn fn) {
+  return chronos_context_make(top, size, fn);
+}
+inline Transfer jump(Context to, void* data) { return chronos_context_jump(to, data); }
+
+}  // namespace chronos::arch

@@ -1,0 +1,154 @@
+// fiber/overflow.cpp: the SIGSEGV handler behind fiber/overflow.hpp.
+#include "fiber/overflow.hpp"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+
+namespace chronos::detail {
+namespace {
+
+std::mutex g_mu;
+int g_installs = 0;
+std::atomic<CurrentFiberFn> g_current{nullptr};
+struct sigaction g_old_segv;
+struct sigaction g_old_bus;
+
+// Async-signal-safe formatting into a fixed buffer.
+struct Out {
+  char buf[512];
+  std::size_t n = 0;
+  void str(const char* s) {
+    while (*s && n < sizeof buf) buf[n++] = *s++;
+  }
+  void dec(std::uint64_t v) {
+    char tmp[24];
+    int i = 0;
+    do tmp[i++] = char('0' + v % 10); while ((v /= 10) && i < 24);
+    while (i && n < sizeof buf) buf[n++] = tmp[--i];
+  }
+  void hex(std::uintptr_t v) {
+    str("0x");
+    char tmp[16];
+    int i = 0;
+    do tmp[i++] = "0123456789abcdef"[v & 15]; while ((v >>= 4) && i < 16);
+    while (i && n < sizeof buf) buf[n++] = tmp[--i];
+  }
+  void flush() {
+    std::size_t off = 0;
+    while (off < n) {
+      ssize_t w = ::write(STDERR_FILENO, buf + off, n - off);
+      if (w <= 0) break;
+      off += std::size_t(w);
+    }
+  }
+};
+
+void chain(int sig, siginfo_t* info, void* uc) {
+  const struct sigaction& old = sig == SIGBUS ? g_old_bus : g_old_segv;
+  if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction) {
+    old.sa_sigaction(sig, info, uc);
+    return;
+  }
+  if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN && old.sa_handler) {
+    old.sa_handler(sig);
+    return;
+  }
+  // Default action: reinstate it and return; the fault repeats and kills us.
+  ::signal(sig, SIG_DFL);
+}
+
+void on_fault(int sig, siginfo_t* info, void* uc) {
+  CurrentFiberFn current = g_current.load(std::memory_order_relaxed);
+  const Fiber* f = current ? current() : nullptr;
+  if (f) {
+    auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
+    auto lo = reinterpret_cast<std::uintptr_t>(f->stack_lo);
+    std::uintptr_t sp = 0;
+#if defined(__x86_64__)
+    sp = static_cast<std::uintptr_t>(static_cast<ucontext_t*>(uc)->uc_mcontext.gregs[REG_RSP]);
+#elif defined(__aarch64__)
+    sp = static_cast<std::uintptr_t>(static_cast<ucontext_t*>(uc)->uc_mcontext.sp);
+#endif
+    const std::uintptr_t page = 4096;
+    bool in_guard = addr < lo && addr + 16 * page >= lo;  // the guard, or just past it
+    bool sp_out = sp != 0 && sp < lo && sp + 16 * page >= lo;
+    if (in_guard || sp_out) die_stack_overflow(f, info->si_addr, "guard page hit");
+  }
+  chain(sig, info, uc);
+}
+
+}  // namespace
+
+void die_stack_overflow(const Fiber* f, const void* where, const char* how) noexcept {
+  Out o;
+  o.str("chronos: stack overflow in fiber #");
+  o.dec(f->id);
+  o.str(" \"");
+  o.str(f->name);
+  o.str("\": stack [");
+  o.hex(reinterpret_cast<std::uintptr_t>(f->stack_lo));
+  o.str(", ");
+  o.hex(reinterpret_cast<std::uintptr_t>(f->stack_lo) + f->stack_size);
+  o.str(") (");
+  o.dec(f->stack_size);
+  o.str(" bytes, ");
+  o.str(f->small_stack() ? "small" : "normal");
+  o.str(" stack), ");
+  o.str(how);
+  o.str(" at ");
+  o.hex(reinterpret_cast<std::uintptr_t>(where));
+  o.str("\n");
+  o.flush();
+  ::signal(SIGABRT, SIG_DFL);
+  ::abort();
+}
+
+void install_overflow_handler(CurrentFiberFn current) {
+  std::lock_guard lock(g_mu);
+  g_current.store(current, std::memory_order_relaxed);
+  if (g_installs++ > 0) return;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGSEGV, &sa, &g_old_segv);
+  ::sigaction(SIGBUS, &sa, &g_old_bus);
+}
+
+void uninstall_overflow_handler() noexcept {
+  std::lock_guard lock(g_mu);
+  if (--g_installs > 0) return;
+  ::sigaction(SIGSEGV, &g_old_segv, nullptr);
+  ::sigaction(SIGBUS, &g_old_bus, nullptr);
+}
+
+AltSignalStack::AltSignalStack() {
+  size_ = 64 * 1024;  // ASan's and TSan's handlers need more than SIGSTKSZ
+  mem_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem_ == MAP_FAILED) {
+    mem_ = nullptr;
+    return;  // no alternate stack: an overflow then dies without the report
+  }
+  stack_t ss{};
+  ss.ss_sp = mem_;
+  ss.ss_size = size_;
+  ::sigaltstack(&ss, nullptr);
+}
+
+AltSignalStack::~AltSignalStack() {
+  if (!mem_) return;
+  stack_t ss{};
+  ss.ss_flags = SS_DISABLE;
+  ::sigaltstack(&ss, nullptr);
+  ::munmap(mem_, size_);
+}
+
+}  // namespace chronos::detail

@@ -1,0 +1,146 @@
+// fiber/tcb.hpp: the task control block, chronos's record of one fiber.
+//
+// Where it lives. A TCB sits at the very top of its fiber's stack mapping,
+// with the fiber's payload (callable and result, chronos/detail/spawn.hpp)
+// right below it and the stack growing down from there. An empty fiber
+// therefore touches one page for its TCB, payload and first frames together,
+// and a spawn allocates nothing: the TCB is reused with its stack from the
+// pool (fiber/stack_pool.hpp).
+//
+// The state word. One atomic 64-bit word, laid out as
+//
+//     63      53 52  51    48 47                              3 2   1 0
+//    +----------+---+--------+---------------------------------+---+---+
+//    | 0        | S | prio   | pointer >> 3                    | 0 |st |
+//    +----------+---+--------+---------------------------------+---+---+
+//
+// st is the state, S the small-stack flag, prio 0-15. The pointer says where
+// the fiber is: its Worker while Ready or Running, the object it waits on while
+// Waiting, null once Done. User-space pointers on x86-64 and aarch64 fit in 48
+// bits and are at least 8-aligned. Because state and pointer are one word, a
+// reader on another thread (a dump, the deadlock detector) always sees a
+// consistent pair, and a transition is one store.
+//
+// States, by who owns the fiber and its stack:
+//   Ready    runnable, in exactly one run queue (or being handed to a worker).
+//            The queue owns it; nobody touches its stack.
+//   Running  on a worker. That worker's thread owns it and runs on its stack.
+//   Waiting  parked. Whoever holds its wait registration (a joiner slot, a
+//            channel's wait list...) owns the right to make it Ready, once.
+//   Done     its body has returned or thrown. The stack is dead; the JoinHandle
+//            (or nobody, if detached) owns the TCB until it is released.
+// Only the thread that owns the fiber writes its state word, so plain atomic
+// stores suffice (relaxed: the hand-offs between owners are ordered by the
+// queues and by the join word, not by this word).
+//
+// The join word. The race between a fiber finishing and someone joining or
+// detaching it is decided on a second word, by atomic read-modify-writes:
+//   bit 0  DONE       set once, by the exit path, after the body has finished
+//   bit 1  DETACHED   set once, when the JoinHandle is dropped unjoined
+//   bit 2  THREAD     the pointer is a ThreadWaiter, not a Fiber
+//   rest   the joiner, registered once (64-byte aligned)
+// Whoever sets the second of DONE and DETACHED frees the fiber.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+
+#include "arch/context.hpp"
+#include "arch/sanitizer.hpp"
+#include "chronos/config.hpp"
+#include "chronos/detail/spawn.hpp"
+
+namespace chronos::detail {
+
+class RuntimeImpl;
+class StackPool;
+
+enum class FiberState : std::uint64_t { kReady = 0, kRunning = 1, kWaiting = 2, kDone = 3 };
+
+const char* to_string(FiberState s) noexcept;
+
+namespace state_word {
+inline constexpr std::uint64_t kStateMask = 0x3;
+inline constexpr std::uint64_t kPtrMask = 0x0000'FFFF'FFFF'FFF8;
+inline constexpr int kPrioShift = 48;
+inline constexpr std::uint64_t kPrioMask = std::uint64_t{0xF} << kPrioShift;
+inline constexpr std::uint64_t kSmall = std::uint64_t{1} << 52;
+
+inline constexpr std::uint64_t pack(FiberState s, const void* p, unsigned prio, bool small) {
+  return static_cast<std::uint64_t>(s) | (reinterpret_cast<std::uintptr_t>(p) & kPtrMask) |
+         (std::uint64_t{prio & 0xF} << kPrioShift) | (small ? kSmall : 0);
+}
+// The same word with another state and pointer; priority and flag kept.
+inline constexpr std::uint64_t with(std::uint64_t w, FiberState s, const void* p) {
+  return (w & (kPrioMask | kSmall)) | static_cast<std::uint64_t>(s) |
+         (reinterpret_cast<std::uintptr_t>(p) & kPtrMask);
+}
+inline constexpr FiberState state(std::uint64_t w) { return FiberState(w & kStateMask); }
+inline void* pointer(std::uint64_t w) { return reinterpret_cast<void*>(w & kPtrMask); }
+inline constexpr unsigned priority(std::uint64_t w) { return unsigned((w & kPrioMask) >> kPrioShift); }
+inline constexpr bool small(std::uint64_t w) { return (w & kSmall) != 0; }
+}  // namespace state_word
+
+namespace join_word {
+inline constexpr std::uintptr_t kDone = 1;
+inline constexpr std::uintptr_t kDetached = 2;
+inline constexpr std::uintptr_t kThread = 4;
+inline constexpr std::uintptr_t kPtrMask = ~std::uintptr_t{7};
+}  // namespace join_word
+
+// What a parked fiber waits on, for dumps. Stored beside the state word's pointer.
+enum class WaitKind : std::uint8_t { kNone, kJoin, kForeign };
+
+inline constexpr std::size_t kNameCapacity = 32;
+
+struct alignas(64) Fiber {
+  // ---- hot: everything a switch, spawn or join touches ----
+  std::atomic<std::uint64_t> state{0};  // see "The state word"
+  std::atomic<std::uintptr_t> join{0};  // see "The join word"
+  arch::Context ctx = nullptr;          // saved context while not running
+  Fiber* next = nullptr;                // intrusive link: run queue or pool free list
+  char* stack_lo = nullptr;             // lowest usable stack byte
+  const PayloadOps* ops = nullptr;      // the payload's type-erased operations
+  void* payload = nullptr;              // callable + result, just below this TCB
+  FiberId id = 0;
+
+  // ---- cold ----
+  RuntimeImpl* rt = nullptr;
+  StackPool* pool = nullptr;        // where the stack goes back to
+  std::exception_ptr error;         // what escaped the body, until joined or reported
+  std::size_t stack_size = 0;       // usable bytes from stack_lo up to the payload
+  unsigned valgrind_id = 0;         // valgrind stack registration
+  std::uint32_t pool_index = 0;     // normal stacks: place in the pool's list of all stacks
+  WaitKind wait_kind = WaitKind::kNone;
+  bool unwinding = false;           // resumed only to be unwound (runtime shutdown)
+  char name[kNameCapacity] = {};
+  arch::SanitizerState san;
+
+  FiberState load_state() const noexcept {
+    return state_word::state(state.load(std::memory_order_relaxed));
+  }
+  // Owner-only transition (see "States"): one relaxed store of state and pointer.
+  void set_state(FiberState s, const void* where) noexcept {
+    std::uint64_t w = state.load(std::memory_order_relaxed);
+    state.store(state_word::with(w, s, where), std::memory_order_relaxed);
+  }
+  bool small_stack() const noexcept {
+    return state_word::small(state.load(std::memory_order_relaxed));
+  }
+};
+
+// The first cache line holds the hot fields; the README states the sizes.
+static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64, "the hot part of the TCB must fit one cache line");
+static_assert(alignof(Fiber) == 64);
+
+// Fills in a pooled TCB for a new fiber and constructs its payload (may throw,
+// leaving the TCB untouched for release). Makes the initial context with entry.
+void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
+                arch::EntryFn entry);
+
+// Destroys whatever the payload still holds. Called before the TCB is reused.
+void destroy_payload(Fiber* f) noexcept;
+
+}  // namespace chronos::detail

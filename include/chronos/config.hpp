@@ -1,0 +1,55 @@
+// chronos/config.hpp: how a Runtime is set up and how a fiber is spawned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string_view>
+
+namespace chronos {
+
+using FiberId = std::uint64_t;  // 0 is never a fiber's id
+
+// What on_uncaught is told about the fiber an exception escaped from.
+struct FiberInfo {
+  FiberId id;
+  std::string_view name;  // empty if the fiber was not given one
+};
+
+struct Config {
+  // Worker threads that run fibers. 0: one per CPU this process may run on
+  // (sched_getaffinity).
+  unsigned workers = 0;
+
+  // Address space reserved for a normal fiber stack. Pages are committed on
+  // first touch; a PROT_NONE guard page sits below each stack. Rounded up to
+  // whole pages.
+  std::size_t stack_size = 256 * 1024;
+
+  // Size of a small stack (SpawnOptions::small_stack), built for density: no
+  // guard page of its own (see README, "Stacks"). Rounded up to whole pages.
+  std::size_t small_stack_size = 16 * 1024;
+
+  // Freed stacks kept for reuse, per size class, beyond the per-worker caches.
+  // Past this a normal stack is unmapped and a small one has its pages
+  // returned to the kernel (madvise), so a burst does not pin memory forever.
+  std::size_t max_cached_stacks = 16384;
+
+  // Called when an exception escapes a fiber nobody will join (detached, or
+  // whose JoinHandle was dropped). It may run on any thread, including inside
+  // the scheduler, so it must not block, yield or spawn. The default writes
+  // the fiber's id, name and the exception to stderr, then std::terminate().
+  std::function<void(const FiberInfo&, std::exception_ptr)> on_uncaught = nullptr;
+};
+
+struct SpawnOptions {
+  // 0 (lowest) to 15 (highest); 8 is the default. Anything above 15 is rejected.
+  unsigned priority = 8;
+  // Use a small stack (Config::small_stack_size) instead of a normal one.
+  bool small_stack = false;
+  // Shown in error reports and dumps. Copied; at most 31 bytes are kept.
+  std::string_view name = {};
+};
+
+}  // namespace chronos

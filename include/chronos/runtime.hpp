@@ -1,0 +1,81 @@
+// chronos/runtime.hpp: the runtime that owns the worker threads.
+//
+//   chronos::Runtime rt{chronos::Config{.workers = 1}};
+//   int r = rt.block_on([] { return 42; });   // runs as a fiber; this thread waits
+//
+// Destroying the runtime (or calling shutdown()) stops new spawns from outside,
+// lets every fiber that exists run to completion, then joins the workers.
+#pragma once
+
+#include <chronos/config.hpp>
+#include <chronos/export.hpp>
+#include <chronos/fiber.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace chronos {
+
+namespace detail {
+class RuntimeImpl;
+}
+
+// Counters of one worker, read without stopping it (each is exact on its own,
+// the set is not a snapshot).
+struct WorkerStats {
+  std::uint64_t fibers_run = 0;  // dispatches: a fiber started or resumed
+  std::uint64_t spawned = 0;     // fibers created on this worker by go()
+  std::uint64_t parks = 0;       // the worker thread went to sleep
+  std::uint64_t wakeups = 0;     // ... and was woken
+};
+
+struct RuntimeStats {
+  std::vector<WorkerStats> workers;
+  std::uint64_t live_fibers = 0;  // spawned and not yet finished
+  std::uint64_t stacks_mapped = 0;  // stacks the pool holds, in use or cached
+};
+
+class CHRONOS_API Runtime {
+ public:
+  explicit Runtime(Config config = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Spawns a fiber from any thread, including threads that run no fiber.
+  // Throws std::logic_error after shutdown() has begun.
+  template <class F>
+  auto spawn(F&& fn) {
+    return detail::spawn_handle(SpawnOptions{}, std::forward<F>(fn), this);
+  }
+  template <class F>
+  auto spawn(const SpawnOptions& opts, F&& fn) {
+    return detail::spawn_handle(opts, std::forward<F>(fn), this);
+  }
+
+  // Runs fn as a fiber and blocks the calling thread until it returns, then
+  // returns its result or rethrows its exception. Must not be called from a
+  // fiber (that would block a worker): std::logic_error there.
+  template <class F>
+  auto block_on(F&& fn) {
+    check_block_on();
+    return spawn(std::forward<F>(fn)).join();
+  }
+
+  // Stops accepting spawns from outside, waits until every fiber has
+  // finished, and joins the workers. Idempotent; the destructor calls it.
+  void shutdown();
+
+  unsigned workers() const noexcept;
+  RuntimeStats stats() const;
+
+  detail::RuntimeImpl& impl() noexcept { return *impl_; }
+
+ private:
+  void check_block_on() const;
+  std::unique_ptr<detail::RuntimeImpl> impl_;
+};
+
+}  // namespace chronos

@@ -1,0 +1,123 @@
+// sched/api.cpp: the library side of chronos/fiber.hpp and chronos/detail/spawn.hpp.
+#include <stdexcept>
+#include <string>
+
+#include "sched/futex.hpp"
+#include "sched/runtime_impl.hpp"
+#include "sched/scheduler.hpp"
+
+namespace chronos::detail {
+namespace {
+
+Worker* fiber_worker_or_throw(const char* what) {
+  Worker* w = current_worker();
+  if (!w || w->current == &w->main) [[unlikely]]
+    throw std::logic_error(std::string("chronos: ") + what +
+                           " called outside a fiber; start one with Runtime::block_on() or "
+                           "Runtime::spawn()");
+  return w;
+}
+
+// kPark commit for a join: register `self` as f's joiner unless f is done.
+bool register_joiner(void* arg, Fiber* self) {
+  auto* f = static_cast<Fiber*>(arg);
+  std::uintptr_t j = f->join.load(std::memory_order_acquire);
+  do {
+    if (j & join_word::kDone) return false;
+    // release: publishes our saved context to the exiting fiber, which
+    // resumes us after reading this word.
+  } while (!f->join.compare_exchange_weak(j, j | reinterpret_cast<std::uintptr_t>(self),
+                                          std::memory_order_release, std::memory_order_acquire));
+  return true;
+}
+
+}  // namespace
+
+Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
+  Worker* w = fiber_worker_or_throw("chronos::go()");
+  if (opts.priority > 15) [[unlikely]]
+    throw std::invalid_argument("chronos: SpawnOptions::priority must be 0-15, got " +
+                                std::to_string(opts.priority));
+  Fiber* f = w->acquire_fiber(opts.small_stack);
+  try {
+    init_fiber(f, opts, ops, src, w->next_id(), &fiber_main);
+  } catch (...) {
+    w->release_fiber(f);
+    throw;
+  }
+  w->spawned.bump();
+  f->set_state(FiberState::kReady, w);
+  w->push_local(f);
+  return f;
+}
+
+Fiber* spawn_into(Runtime& rt, const SpawnOptions& opts, const PayloadOps* ops, void* src) {
+  return rt.impl().spawn_external(opts, ops, src);
+}
+
+void* fiber_wait(Fiber* f) {
+  // acquire: pairs with the exit's release of DONE, so the result is visible.
+  if (f->join.load(std::memory_order_acquire) & join_word::kDone) return f->payload;
+  Worker* w = current_worker();
+  if (w && w->current != &w->main) {
+    park_current(w, WaitKind::kJoin, f, &register_joiner, f);
+  } else {
+    ThreadWaiter waiter;
+    std::uintptr_t j = f->join.load(std::memory_order_acquire);
+    do {
+      if (j & join_word::kDone) return f->payload;
+    } while (!f->join.compare_exchange_weak(
+        j, j | reinterpret_cast<std::uintptr_t>(&waiter) | join_word::kThread,
+        std::memory_order_release, std::memory_order_acquire));
+    waiter.wait();
+  }
+  if (!(f->join.load(std::memory_order_acquire) & join_word::kDone)) [[unlikely]] {
+    std::fputs("chronos: a joiner was woken before its fiber finished\n", stderr);
+    std::abort();
+  }
+  return f->payload;
+}
+
+void fiber_rethrow(Fiber* f) {
+  if (f->error) std::rethrow_exception(f->error);
+}
+
+void fiber_release(Fiber* f) { f->rt->release(f); }
+
+void fiber_detach(Fiber* f) noexcept {
+  // acq_rel: if the fiber is done, acquire its result before freeing it;
+  // otherwise release our hand-over to the exit path, which will free it.
+  std::uintptr_t j = f->join.fetch_or(join_word::kDetached, std::memory_order_acq_rel);
+  if (j & join_word::kDone) {
+    if (f->error && !f->unwinding) f->rt->report_uncaught(f);
+    f->rt->release(f);
+  }
+}
+
+bool fiber_done(const Fiber* f) noexcept {
+  return (f->join.load(std::memory_order_acquire) & join_word::kDone) != 0;
+}
+
+std::uint64_t fiber_id(const Fiber* f) noexcept { return f->id; }
+
+}  // namespace chronos::detail
+
+namespace chronos {
+
+void yield() {
+  detail::Worker* w = detail::fiber_worker_or_throw("chronos::yield()");
+  detail::yield_current(w);
+}
+
+namespace this_fiber {
+FiberId id() noexcept {
+  detail::Worker* w = detail::current_worker();
+  return (w && w->current != &w->main) ? w->current->id : 0;
+}
+std::string_view name() noexcept {
+  detail::Worker* w = detail::current_worker();
+  return (w && w->current != &w->main) ? std::string_view(w->current->name) : std::string_view();
+}
+}  // namespace this_fiber
+
+}  // namespace chronos

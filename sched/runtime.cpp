@@ -1,0 +1,242 @@
+// sched/runtime.cpp: starting, feeding, idling and stopping the runtime.
+#include <sched.h>
+
+#include <climits>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+
+#include "fiber/overflow.hpp"
+#include "sched/futex.hpp"
+#include "sched/runtime_impl.hpp"
+#include "sched/scheduler.hpp"
+
+namespace chronos::detail {
+namespace {
+
+constexpr std::size_t kInjectCapacity = std::size_t{1} << 16;
+
+Fiber* running_fiber() noexcept {
+  Worker* w = current_worker();
+  return (w && w->current != &w->main) ? w->current : nullptr;
+}
+
+unsigned cpus_available() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return static_cast<unsigned>(n);
+  }
+  return 1;
+}
+
+Config normalize(Config c) {
+  if (c.workers == 0) c.workers = cpus_available();
+  if (c.workers > 4096) throw std::invalid_argument("chronos: Config::workers must be at most 4096");
+  if (c.stack_size < 16 * 1024)
+    throw std::invalid_argument("chronos: Config::stack_size must be at least 16 KiB");
+  if (c.small_stack_size < 8 * 1024)
+    throw std::invalid_argument("chronos: Config::small_stack_size must be at least 8 KiB");
+  return c;
+}
+
+std::string describe(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return std::string(typeid(ex).name()) + ": " + ex.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+}  // namespace
+
+RuntimeImpl::RuntimeImpl(Config cfg)
+    : cfg_(normalize(std::move(cfg))),
+      normal_pool_(this, cfg_.stack_size, false, cfg_.max_cached_stacks),
+      small_pool_(this, cfg_.small_stack_size, true, cfg_.max_cached_stacks),
+      inject_(kInjectCapacity) {
+  install_overflow_handler(&running_fiber);
+  for (unsigned i = 0; i < cfg_.workers; ++i) workers_.push_back(std::make_unique<Worker>(this, i));
+  try {
+    for (auto& w : workers_) threads_.emplace_back([w = w.get()] { w->run(); });
+  } catch (...) {
+    shutdown();
+    uninstall_overflow_handler();
+    throw;
+  }
+}
+
+RuntimeImpl::~RuntimeImpl() {
+  shutdown();
+  uninstall_overflow_handler();
+}
+
+Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
+  if (opts.priority > 15)
+    throw std::invalid_argument("chronos: SpawnOptions::priority must be 0-15, got " +
+                                std::to_string(opts.priority));
+  // Count the fiber before checking, so that shutdown() either sees it in
+  // live() or we see !accepting_ (seq_cst on both sides: a store-load pair).
+  external_spawned_.fetch_add(1, std::memory_order_seq_cst);
+  if (!accepting_.load(std::memory_order_seq_cst)) {
+    external_spawned_.fetch_sub(1, std::memory_order_relaxed);
+    throw std::logic_error("chronos: Runtime::spawn() after Runtime::shutdown() has begun");
+  }
+  Fiber* f = nullptr;
+  try {
+    pool(opts.small_stack).take(&f, 1);
+    init_fiber(f, opts, ops, src, take_id_block(1), &fiber_main);
+  } catch (...) {
+    if (f) f->pool->give(&f, 1);
+    external_spawned_.fetch_sub(1, std::memory_order_relaxed);
+    throw;
+  }
+  inject(f);
+  return f;
+}
+
+void RuntimeImpl::inject(Fiber* f) noexcept {
+  // Back-pressure: a full queue (65,536 fibers waiting to be picked up) makes
+  // the producer wait for the workers instead of dropping or failing.
+  while (!inject_.push(f)) std::this_thread::yield();
+  wake_one();
+}
+
+void RuntimeImpl::wake_one() noexcept {
+  // The waker's half of the wake-up rule (scheduler.hpp): push, fence, check.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_relaxed) != 0) {
+    wake_epoch_.fetch_add(1, std::memory_order_relaxed);
+    futex_wake(&wake_epoch_, 1);
+  }
+}
+
+void RuntimeImpl::idle_wait(Worker* w) {
+  std::uint32_t epoch = wake_epoch_.load(std::memory_order_relaxed);
+  // seq_cst RMW: also releases this worker's counters to shutdown(), which
+  // reads them after seeing every worker asleep.
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // the sleeper's half: announce, fence, check
+  if (!inject_.empty() || exiting()) {
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!accepting_.load(std::memory_order_relaxed)) {
+    quiet_epoch_.fetch_add(1, std::memory_order_release);  // shutdown() re-checks
+    futex_wake(&quiet_epoch_, INT_MAX);
+  }
+  w->parks.bump();
+  futex_wait(&wake_epoch_, epoch);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  w->wakeups.bump();
+}
+
+std::int64_t RuntimeImpl::live() const noexcept {
+  auto n = static_cast<std::int64_t>(external_spawned_.load(std::memory_order_acquire));
+  for (auto& w : workers_)
+    n += static_cast<std::int64_t>(w->spawned.get()) - static_cast<std::int64_t>(w->exited.get());
+  return n;
+}
+
+int RuntimeImpl::unwind_parked() {
+  // Quiescent: no fiber runs, none is queued, and nothing outside can wake the
+  // parked ones. Resume each once more, marked to unwind.
+  auto visit = [](Fiber* f, void* self) {
+    if (f->load_state() != FiberState::kWaiting) return;
+    f->unwinding = true;
+    if (wake(nullptr, f)) ++*static_cast<int*>(self);
+  };
+  int woken = 0;
+  normal_pool_.for_each_fiber(visit, &woken);
+  small_pool_.for_each_fiber(visit, &woken);
+  return woken;
+}
+
+void RuntimeImpl::shutdown() {
+  std::lock_guard lock(shutdown_mu_);
+  if (joined_) return;
+  if (Worker* w = current_worker(); w && w->rt == this) {
+    std::fputs("chronos: Runtime::shutdown() (or ~Runtime) called from one of its own fibers\n",
+               stderr);
+    std::abort();
+  }
+  accepting_.store(false, std::memory_order_seq_cst);
+  const auto n = static_cast<std::uint32_t>(workers_.size());
+  for (;;) {
+    std::uint32_t epoch = quiet_epoch_.load(std::memory_order_acquire);
+    if (sleepers_.load(std::memory_order_seq_cst) == n && inject_.empty()) {
+      if (live() == 0) break;
+      if (unwind_parked() > 0) continue;  // wakes what is parked forever, then re-check
+    }
+    // Woken when a worker goes idle; the timeout covers an in-flight spawn
+    // that bypassed the idle path.
+    struct timespec ts{0, 10'000'000};
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&quiet_epoch_), FUTEX_WAIT_PRIVATE,
+              epoch, &ts, nullptr, 0);
+  }
+  exiting_.store(true, std::memory_order_release);
+  wake_epoch_.fetch_add(1, std::memory_order_release);
+  futex_wake(&wake_epoch_, INT_MAX);
+  for (auto& t : threads_) t.join();
+  joined_ = true;
+}
+
+void RuntimeImpl::report_uncaught(Fiber* f) noexcept {
+  std::exception_ptr e = std::exchange(f->error, nullptr);
+  FiberInfo info{f->id, std::string_view(f->name)};
+  if (cfg_.on_uncaught) {
+    cfg_.on_uncaught(info, e);  // noexcept context: a throwing handler terminates
+    return;
+  }
+  std::string what = describe(e);
+  std::fprintf(stderr, "chronos: uncaught exception in fiber #%llu \"%s\": %s\n",
+               static_cast<unsigned long long>(info.id), f->name, what.c_str());
+  std::fflush(stderr);
+  std::terminate();
+}
+
+void RuntimeImpl::release(Fiber* f) noexcept {
+  destroy_payload(f);
+  Worker* w = current_worker();
+  if (w && w->rt == this) {
+    w->release_fiber(f);
+  } else {
+    f->pool->give(&f, 1);
+  }
+}
+
+RuntimeStats RuntimeImpl::stats() const {
+  RuntimeStats s;
+  for (auto& w : workers_) {
+    s.workers.push_back(
+        WorkerStats{w->fibers_run.get(), w->spawned.get(), w->parks.get(), w->wakeups.get()});
+  }
+  std::int64_t l = live();
+  s.live_fibers = l > 0 ? static_cast<std::uint64_t>(l) : 0;
+  s.stacks_mapped = normal_pool_.mapped_slots() + small_pool_.mapped_slots();
+  return s;
+}
+
+}  // namespace chronos::detail
+
+namespace chronos {
+
+Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(std::move(config))) {}
+Runtime::~Runtime() = default;
+void Runtime::shutdown() { impl_->shutdown(); }
+unsigned Runtime::workers() const noexcept { return impl_->worker_count(); }
+RuntimeStats Runtime::stats() const { return impl_->stats(); }
+
+void Runtime::check_block_on() const {
+  detail::Worker* w = detail::current_worker();
+  if (w && w->current != &w->main)
+    throw std::logic_error(
+        "chronos: Runtime::block_on() called from inside a fiber; it would block a worker "
+        "thread (spawn the work and join() its handle instead)");
+}
+
+}  // namespace chronos

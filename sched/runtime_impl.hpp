@@ -1,0 +1,76 @@
+// sched/runtime_impl.hpp: the runtime behind chronos::Runtime.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "chronos/runtime.hpp"
+#include "fiber/stack_pool.hpp"
+#include "sched/inject_queue.hpp"
+#include "sched/worker.hpp"
+
+namespace chronos::detail {
+
+class RuntimeImpl {
+ public:
+  explicit RuntimeImpl(Config cfg);
+  ~RuntimeImpl();
+
+  // Runtime::spawn: from any thread, through the injection queue.
+  Fiber* spawn_external(const SpawnOptions& opts, const PayloadOps* ops, void* src);
+  // Queues a ready fiber from a thread that is not one of our workers.
+  void inject(Fiber* f) noexcept;
+
+  void shutdown();
+
+  // Called by a worker that has found nothing to run. Returns when there may
+  // be work, or when the runtime exits (exiting()).
+  void idle_wait(Worker* w);
+  bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
+
+  StackPool& pool(bool small) noexcept { return small ? small_pool_ : normal_pool_; }
+  InjectQueue& inject_queue() noexcept { return inject_; }
+  FiberId take_id_block(FiberId n) noexcept {
+    return next_id_.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  // Reports an exception nobody will observe (Config::on_uncaught).
+  void report_uncaught(Fiber* f) noexcept;
+  // Frees a finished fiber whose handle is gone, from any thread.
+  void release(Fiber* f) noexcept;
+
+  RuntimeStats stats() const;
+  unsigned worker_count() const noexcept { return static_cast<unsigned>(workers_.size()); }
+
+  const Config& config() const noexcept { return cfg_; }
+
+ private:
+  void wake_one() noexcept;
+  bool quiescent() const noexcept;
+  std::int64_t live() const noexcept;
+  int unwind_parked();
+
+  const Config cfg_;
+  StackPool normal_pool_;
+  StackPool small_pool_;
+  InjectQueue inject_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+
+  std::atomic<bool> accepting_{true};
+  std::atomic<bool> exiting_{false};
+  std::mutex shutdown_mu_;
+  bool joined_ = false;
+
+  alignas(64) std::atomic<std::uint32_t> sleepers_{0};
+  std::atomic<std::uint32_t> wake_epoch_{0};
+  alignas(64) std::atomic<std::uint32_t> quiet_epoch_{0};  // bumped when a worker idles after shutdown()
+  alignas(64) std::atomic<std::uint64_t> external_spawned_{0};  // by Runtime::spawn (see live())
+  std::atomic<FiberId> next_id_{1};
+};
+
+}  // namespace chronos::detail

@@ -1,0 +1,116 @@
+// sched/scheduler.hpp: how chronos runs fibers. Read this first.
+//
+// Concepts
+// --------
+// A fiber is a function with its own stack (fiber/tcb.hpp). A worker is an OS
+// thread that runs fibers one at a time (sched/worker.hpp). The runtime owns
+// the workers, the stack pools and the injection queue (sched/runtime_impl.hpp).
+// A fiber is in exactly one place at any moment: running on one worker, queued
+// in one run queue, parked in one wait registration, or done.
+//
+// Switching
+// ---------
+// Fibers switch directly to one another: a yield between two fibers is one
+// context switch, not two through a scheduler context. Each worker also has
+// its own context (Worker::main, the thread's native stack), which runs the
+// scheduler loop and is switched to only when there is nothing to run.
+//
+// Every switch goes through switch_to(), which hands the resumed side a
+// SwitchRecord: who switched away, and what must happen to it now that its
+// context is saved (PostAction). That is this file's central rule:
+//
+//   A fiber is published (queued, registered as a waiter, marked done) only
+//   by the side that resumes after it has switched away, never by the fiber
+//   itself.
+//
+// Publishing before the switch would let another thread resume, free or run
+// the fiber while its registers are still being saved on its stack. Go does
+// the same with mcall + gopark's unlockf; Boost.Context has ontop_fcontext.
+// Here the record travels in the jump's data pointer, so both context
+// backends need nothing beyond a plain jump. The record lives on the
+// switching fiber's stack, which stays intact until that fiber is resumed,
+// and the resumed side reads it before acting on it.
+//
+// Parking and waking
+// ------------------
+// park(commit, arg) switches away and then, on the other side, calls
+// commit(arg, fiber) to register the fiber wherever it waits; if commit returns
+// false (the event already happened) the fiber is made ready at once. A waker
+// claims a parked fiber with one CAS of its state word from Waiting to Ready,
+// so two wakers (an event and the shutdown unwinder, say) can never both
+// queue it.
+//
+// Joining
+// -------
+// The join word (fiber/tcb.hpp) decides the race between a fiber's exit and
+// its joiner. When a finishing fiber finds a fiber joiner already registered,
+// it switches straight to it (the "hand-off"): a spawn+join on one worker is
+// two switches and no queue traffic.
+//
+// Designs not taken
+// -----------------
+// * Always switching through the worker's own context (Go's g0, Boost.Fiber's
+//   dispatcher): two switches per yield instead of one.
+// * Publishing the fiber before switching, guarded by a "switching" spin flag
+//   that the resumer waits on: it spins a core when the switch is preempted.
+// * A global all-fibers list for shutdown and dumps: a shared lock or contended
+//   line on every spawn. The stack pools already know every slot; they are
+//   walked instead, off the hot path.
+//
+// Idle workers and the wake-up rule
+// ---------------------------------
+// A worker with nothing to run sleeps on a futex (RuntimeImpl::idle_wait):
+// it announces itself in `sleepers`, fences, then re-checks the injection queue
+// before sleeping. Whoever queues work from outside pushes, fences, then checks
+// `sleepers` and wakes one. One of the two always sees the other.
+//
+// Shutdown
+// --------
+// Runtime::shutdown() stops spawns from outside, then waits until the runtime
+// is quiescent: every worker asleep and the injection queue empty. Fibers still
+// alive then are parked with nothing left that could wake them, so they are
+// resumed one last time to be unwound: their park() throws FiberUnwind, their
+// destructors run, and their stacks go back to the pool. A join on such a
+// fiber throws "unwound at shutdown". Then the workers exit.
+#pragma once
+
+#include <cstdint>
+
+#include "fiber/tcb.hpp"
+#include "sched/worker.hpp"
+
+namespace chronos::detail {
+
+enum class PostAction : std::uint8_t {
+  kNone,     // nothing: the switcher was the scheduler loop, or is resumed by a plain call
+  kRequeue,  // yield: queue the switcher behind the others
+  kPark,     // park: run the commit callback, ready the fiber if it declines
+  kExit,     // the switcher has finished: publish DONE, wake the joiner, or free it
+  kHandoff,  // the switcher has finished and already handed itself to us, its joiner
+};
+
+using CommitFn = bool (*)(void* arg, Fiber* self);
+
+// Thrown inside a parked fiber that is being unwound at runtime shutdown. Do
+// not swallow it (as with abi::__forced_unwind): catch (...) must rethrow.
+struct FiberUnwind {};
+
+// Yields the running fiber. Owner: the fiber's worker.
+void yield_current(Worker* w);
+
+// Parks the running fiber (see "Parking and waking"). Returns the worker the
+// fiber resumed on. Throws FiberUnwind if resumed to be unwound.
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg);
+
+// Makes a parked fiber ready, from code running on worker w (any runtime's) or
+// from a plain thread (w null). Returns false if someone else already woke it.
+bool wake(Worker* w, Fiber* f) noexcept;
+
+// The entry every fiber starts in (arch::make's entry function).
+[[noreturn]] void fiber_main(arch::Transfer t);
+
+// The scheduler loop's switch into a runnable fiber; returns when some fiber
+// switches back to the loop.
+void run_fiber(Worker* w, Fiber* f);
+
+}  // namespace chronos::detail

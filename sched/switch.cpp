@@ -1,0 +1,210 @@
+// sched/switch.cpp: every context switch chronos makes, and what happens on
+// either side of it. The rules are in sched/scheduler.hpp; this is the hot path.
+#include <cstdio>
+#include <cstdlib>
+
+#include "fiber/overflow.hpp"
+#include "sched/futex.hpp"
+#include "sched/runtime_impl.hpp"
+#include "sched/scheduler.hpp"
+
+namespace chronos::detail {
+namespace {
+
+// Travels through arch::jump's data pointer to the side that is resumed. It
+// lives on the switching side's stack, which is not touched again until that
+// side is resumed, so it is valid until finish_switch() has acted on it.
+struct SwitchRecord {
+  Fiber* from;
+  Fiber* to;
+  Worker* worker;  // the worker this switch happens on; the resumed side now runs there
+  PostAction action;
+  CommitFn commit;  // kPark only
+  void* arg;
+};
+
+// A small stack has no guard page of its own (fiber/stack_pool.hpp): check
+// its canary, which an overflow from the slot above would smash first.
+[[gnu::noinline, gnu::cold]] void die_canary(Fiber* f) {
+  auto* culprit = reinterpret_cast<Fiber*>(reinterpret_cast<char*>(f) + f->pool->slot_size());
+  char how[160];
+  std::snprintf(how, sizeof how,
+                "canary of the small-stack slot below it smashed (the fiber in slot %p overflowed "
+                "downwards), detected at a switch",
+                static_cast<void*>(culprit->stack_lo));
+  die_stack_overflow(f, StackPool::canary_of(f), how);
+}
+
+inline void check_small(Fiber* f) {
+  if (f->small_stack() && !StackPool::canary_intact(f)) [[unlikely]]
+    die_canary(f);
+}
+
+// The resumed side of every switch: record where the switcher stopped, then
+// carry out what it asked for. Returns the worker we now run on.
+Worker* finish_switch(arch::Transfer t);
+
+void finish_exit(Worker* w, Fiber* f);
+
+// Owner: w's thread, running `from`. `to` has been claimed (popped from a run
+// queue, or handed off by its waker) and is not running anywhere.
+inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
+                         CommitFn commit = nullptr, void* arg = nullptr) {
+  SwitchRecord rec{from, to, w, action, commit, arg};
+  check_small(from);
+  check_small(to);
+  w->current = to;
+  to->set_state(FiberState::kRunning, w);
+  w->fibers_run.bump();
+  arch::sanitizer_start_switch(from->san, to->san,
+                               action == PostAction::kExit || action == PostAction::kHandoff);
+  return finish_switch(arch::jump(to->ctx, &rec));
+}
+
+Worker* finish_switch(arch::Transfer t) {
+  auto* rec = static_cast<SwitchRecord*>(t.data);
+  Fiber* prev = rec->from;
+  Worker* w = rec->worker;
+  arch::sanitizer_finish_switch(rec->to->san, &prev->san);
+  prev->ctx = t.ctx;
+  if (prev->small_stack() && static_cast<char*>(t.ctx) < prev->stack_lo + 256) [[unlikely]]
+    die_stack_overflow(prev, t.ctx, "stack pointer below the small stack, detected at a switch");
+  switch (rec->action) {
+    case PostAction::kNone:
+      break;
+    case PostAction::kRequeue:
+      prev->set_state(FiberState::kReady, w);
+      w->push_local(prev);
+      break;
+    case PostAction::kPark:
+      if (!rec->commit(rec->arg, prev)) wake(w, prev);  // the event already happened
+      break;
+    case PostAction::kExit:
+      finish_exit(w, prev);
+      break;
+    case PostAction::kHandoff:
+      w->exited.bump();
+      break;
+  }
+  return w;
+}
+
+// Publishes a finished fiber: DONE, then the joiner's wake-up or the free.
+void finish_exit(Worker* w, Fiber* f) {
+  w->exited.bump();
+  // acq_rel: release publishes the result and error to the joiner; acquire
+  // sees a detacher's writes before we free.
+  std::uintptr_t j = f->join.fetch_or(join_word::kDone, std::memory_order_acq_rel);
+  if (j & join_word::kDetached) {
+    if (f->error && !f->unwinding) w->rt->report_uncaught(f);
+    f->rt->release(f);
+    return;
+  }
+  void* joiner = reinterpret_cast<void*>(j & join_word::kPtrMask);
+  if (!joiner) return;
+  if (j & join_word::kThread) {
+    static_cast<ThreadWaiter*>(joiner)->wake();
+  } else {
+    wake(w, static_cast<Fiber*>(joiner));
+  }
+}
+
+// Claims a parked fiber: Waiting -> Ready, or Running for a direct hand-off.
+inline bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
+  std::uint64_t s = f->state.load(std::memory_order_relaxed);
+  do {
+    if (state_word::state(s) != FiberState::kWaiting) return false;
+    // relaxed: the CAS only decides who wakes it; the fiber's saved context was
+    // published to us by the acquire that found its wait registration.
+  } while (!f->state.compare_exchange_weak(s, state_word::with(s, to, w),
+                                           std::memory_order_relaxed));
+  return true;
+}
+
+[[noreturn]] void exit_current(Worker* w, Fiber* self) {
+  std::uintptr_t j = self->join.load(std::memory_order_acquire);
+  if (j & join_word::kDetached) {
+    // Nobody will take the result: report an escaped exception here, on the
+    // fiber itself, and destroy the payload on its own stack.
+    if (self->error && !self->unwinding) w->rt->report_uncaught(self);
+    destroy_payload(self);
+  }
+  self->set_state(FiberState::kDone, nullptr);
+
+  // The hand-off: our joiner is parked and waits only for us. Publish DONE and
+  // switch straight to it; nothing else may resume it meanwhile.
+  auto* joiner = reinterpret_cast<Fiber*>(j & join_word::kPtrMask);
+  if (joiner && !(j & (join_word::kThread | join_word::kDetached)) && joiner->rt == w->rt &&
+      self->join.compare_exchange_strong(j, j | join_word::kDone, std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+    if (claim(joiner, FiberState::kRunning, w)) {
+      switch_to(w, self, joiner, PostAction::kHandoff);
+    } else {  // already woken by someone else (the shutdown unwinder)
+      Fiber* next = w->pop_runnable();
+      switch_to(w, self, next ? next : &w->main, PostAction::kHandoff);
+    }
+  } else {
+    Fiber* next = w->pop_runnable();
+    switch_to(w, self, next ? next : &w->main, PostAction::kExit);
+  }
+  std::fputs("chronos: a finished fiber was resumed\n", stderr);
+  std::abort();
+}
+
+}  // namespace
+
+void fiber_main(arch::Transfer t) {
+  Worker* w = finish_switch(t);
+  Fiber* self = w->current;
+  if (!self->unwinding) {
+    try {
+      self->ops->run(self->payload);
+    } catch (const FiberUnwind&) {
+      // Unwound at shutdown: see below.
+    } catch (...) {
+      self->error = std::current_exception();
+    }
+  }
+  if (self->unwinding && !self->error) {
+    char msg[128];
+    std::snprintf(msg, sizeof msg,
+                  "chronos: fiber #%llu was unwound at runtime shutdown: it was parked with "
+                  "nothing left to wake it",
+                  static_cast<unsigned long long>(self->id));
+    self->error = std::make_exception_ptr(std::runtime_error(msg));
+  }
+  exit_current(current_worker(), self);
+}
+
+void run_fiber(Worker* w, Fiber* f) { switch_to(w, &w->main, f, PostAction::kNone); }
+
+void yield_current(Worker* w) {
+  Fiber* next = w->pop_runnable();
+  if (!next) return;  // nothing else to run: carry on
+  switch_to(w, w->current, next, PostAction::kRequeue);
+}
+
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg) {
+  Fiber* self = w->current;
+  if (self->unwinding) throw FiberUnwind{};
+  self->wait_kind = kind;
+  self->set_state(FiberState::kWaiting, on);
+  Fiber* next = w->pop_runnable();
+  w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg);
+  self->wait_kind = WaitKind::kNone;
+  if (self->unwinding) throw FiberUnwind{};
+  return w;
+}
+
+bool wake(Worker* w, Fiber* f) noexcept {
+  bool local = w && w->rt == f->rt;
+  if (!claim(f, FiberState::kReady, local ? w : nullptr)) return false;
+  if (local) {
+    w->push_local(f);
+  } else {
+    f->rt->inject(f);
+  }
+  return true;
+}
+
+}  // namespace chronos::detail
