@@ -84,12 +84,20 @@ StackPool::~StackPool() {
 Fiber* StackPool::prepare(char* slot_lo) noexcept {
   char* top = slot_lo + slot_size_;
   auto* f = ::new (top - kTail - sizeof(Fiber)) Fiber();
+  f->first_in_slab = small_ && is_first_in_slab(slot_lo);
   f->rt = rt_;
   f->pool = this;
   f->stack_lo = slot_lo;
-  *canary_of(f) = canary_value(f);
+  std::atomic_ref<std::uint64_t>(*canary_of(f)).store(canary_value(f), std::memory_order_relaxed);
   f->valgrind_id = arch::valgrind_stack_register(slot_lo, f);
   return f;
+}
+
+bool StackPool::is_first_in_slab(const char* slot_lo) const noexcept {
+  if (slot_lo == bump_slab_start_) return true;
+  for (auto [base, len] : slabs_)
+    if (base + page_ == slot_lo) return true;
+  return false;
 }
 
 void StackPool::map_normal(Fiber** out) {
@@ -152,6 +160,7 @@ void StackPool::map_slab() {
   }
   slabs_.emplace_back(static_cast<char*>(p), len);
   bump_ = static_cast<char*>(p) + page_;
+  bump_slab_start_ = bump_;
   bump_end_ = static_cast<char*>(p) + len;
 }
 

@@ -59,20 +59,34 @@ class StackPool {
   std::size_t slot_size() const noexcept { return slot_size_; }
   std::size_t mapped_slots() const noexcept { return mapped_.load(std::memory_order_relaxed); }
 
-  // The canary word of a small slot, in the slot's tail above the TCB.
+  // The canary: the highest word of every slot, above the TCB, so that an
+  // overflow from the slot above smashes it before anything else. Read and
+  // written atomically: a fiber checks its neighbour's while the pool may be
+  // rebuilding that slot.
   static std::uint64_t* canary_of(Fiber* f) noexcept {
-    return reinterpret_cast<std::uint64_t*>(reinterpret_cast<char*>(f) + sizeof(Fiber));
+    return reinterpret_cast<std::uint64_t*>(reinterpret_cast<char*>(f) + sizeof(Fiber) + kTail -
+                                            sizeof(std::uint64_t));
   }
   static std::uint64_t canary_value(const Fiber* f) noexcept {
     return 0xC4A0'5CA7'A27B'17E5ull ^ reinterpret_cast<std::uintptr_t>(f);
   }
-  static bool canary_intact(Fiber* f) noexcept { return *canary_of(f) == canary_value(f); }
+  static std::uint64_t load_canary(Fiber* f) noexcept {
+    return std::atomic_ref<std::uint64_t>(*canary_of(f)).load(std::memory_order_relaxed);
+  }
+  static bool canary_intact(Fiber* f) noexcept { return load_canary(f) == canary_value(f); }
+  // The TCB of the slot right below f's, or null if f's slot is the first of
+  // its slab (a guard page lies below) or f's stack is a normal one.
+  Fiber* slot_below(Fiber* f) const noexcept {
+    if (!small_ || f->first_in_slab) return nullptr;
+    return reinterpret_cast<Fiber*>(reinterpret_cast<char*>(f) - slot_size_);
+  }
 
   // Bytes reserved at the top of every slot above the TCB (holds the canary).
   static constexpr std::size_t kTail = 64;
 
  private:
   Fiber* prepare(char* slot_lo) noexcept;  // builds a TCB at the top of a fresh slot
+  bool is_first_in_slab(const char* slot_lo) const noexcept;
   void map_normal(Fiber** out);
   void map_slab();
   void unmap_normal(Fiber* f) noexcept;
@@ -90,6 +104,7 @@ class StackPool {
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
   char* bump_ = nullptr;   // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;
+  char* bump_slab_start_ = nullptr;  // the first slot of the newest slab
   std::vector<Fiber*> normals_;  // normal: every mapped stack (Fiber::pool_index is its place)
   std::atomic<std::size_t> mapped_{0};
 };

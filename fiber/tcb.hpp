@@ -115,6 +115,7 @@ struct alignas(64) Fiber {
   std::uint32_t pool_index = 0;     // normal stacks: place in the pool's list of all stacks
   WaitKind wait_kind = WaitKind::kNone;
   bool unwinding = false;           // resumed only to be unwound (runtime shutdown)
+  bool first_in_slab = false;       // small stacks: a guard page, not a slot, lies below
   char name[kNameCapacity] = {};
   arch::SanitizerState san;
 

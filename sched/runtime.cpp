@@ -209,6 +209,14 @@ void RuntimeImpl::release(Fiber* f) noexcept {
   }
 }
 
+std::size_t RuntimeImpl::unreleased_fibers() {
+  std::size_t n = 0;
+  auto visit = [](Fiber*, void* count) { ++*static_cast<std::size_t*>(count); };
+  normal_pool_.for_each_fiber(visit, &n);
+  small_pool_.for_each_fiber(visit, &n);
+  return n;
+}
+
 RuntimeStats RuntimeImpl::stats() const {
   RuntimeStats s;
   for (auto& w : workers_) {
@@ -226,7 +234,18 @@ RuntimeStats RuntimeImpl::stats() const {
 namespace chronos {
 
 Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(std::move(config))) {}
-Runtime::~Runtime() = default;
+Runtime::~Runtime() {
+  impl_->shutdown();
+  if (std::size_t n = impl_->unreleased_fibers(); n > 0) {
+    // JoinHandles that outlive their runtime still point into its stack pools.
+    // Keep the memory so that they stay valid, and say so.
+    std::fprintf(stderr,
+                 "chronos: Runtime destroyed while %zu JoinHandle(s) still hold its fibers; its "
+                 "memory is kept so that they stay valid (join or drop handles first)\n",
+                 n);
+    (void)impl_.release();
+  }
+}
 void Runtime::shutdown() { impl_->shutdown(); }
 unsigned Runtime::workers() const noexcept { return impl_->worker_count(); }
 RuntimeStats Runtime::stats() const { return impl_->stats(); }

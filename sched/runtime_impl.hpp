@@ -26,6 +26,8 @@ class RuntimeImpl {
   void inject(Fiber* f) noexcept;
 
   void shutdown();
+  // Finished fibers whose JoinHandle has not been joined or dropped yet.
+  std::size_t unreleased_fibers();
 
   // Called by a worker that has found nothing to run. Returns when there may
   // be work, or when the runtime exits (exiting()).

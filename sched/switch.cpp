@@ -23,21 +23,43 @@ struct SwitchRecord {
   void* arg;
 };
 
-// A small stack has no guard page of its own (fiber/stack_pool.hpp): check
-// its canary, which an overflow from the slot above would smash first.
-[[gnu::noinline, gnu::cold]] void die_canary(Fiber* f) {
-  auto* culprit = reinterpret_cast<Fiber*>(reinterpret_cast<char*>(f) + f->pool->slot_size());
-  char how[160];
+// A small stack has no guard page of its own (fiber/stack_pool.hpp). Its
+// safety net is checked here, at every switch of a small-stack fiber:
+//   - its own canary, which an overflow from the slot above smashes first
+//     (checked when switching in too, so a parked victim is never resumed);
+//   - the canary of the slot below, which its own overflow smashes first;
+//   - when running on it, the current stack pointer against the stack's bottom
+//     (and in finish_switch, the saved one), which catches a fiber that is
+//     still deep when it switches.
+[[gnu::noinline, gnu::cold]] void die_smashed_from_above(Fiber* f) {
+  char how[200];
   std::snprintf(how, sizeof how,
-                "canary of the small-stack slot below it smashed (the fiber in slot %p overflowed "
-                "downwards), detected at a switch",
-                static_cast<void*>(culprit->stack_lo));
+                "its canary was smashed by an overflow from the small-stack slot above (stack "
+                "[%p, ...)), detected at a switch",
+                static_cast<void*>(reinterpret_cast<char*>(f) + sizeof(Fiber) + StackPool::kTail));
   die_stack_overflow(f, StackPool::canary_of(f), how);
 }
 
-inline void check_small(Fiber* f) {
-  if (f->small_stack() && !StackPool::canary_intact(f)) [[unlikely]]
-    die_canary(f);
+[[gnu::noinline]] void verify_small_stack(Fiber* f, bool running_on_it) {
+  if (running_on_it) {
+    char* sp = static_cast<char*>(__builtin_frame_address(0));
+    if (sp < f->stack_lo + 256)
+      die_stack_overflow(f, sp, "stack pointer below the small stack, detected at a switch");
+  }
+  if (!StackPool::canary_intact(f)) die_smashed_from_above(f);
+  if (Fiber* below = f->pool->slot_below(f)) {
+    // 0: the slot below is trimmed (its pages returned), so not in use.
+    std::uint64_t c = StackPool::load_canary(below);
+    if (c != 0 && c != StackPool::canary_value(below)) [[unlikely]]
+      die_stack_overflow(f, StackPool::canary_of(below),
+                         "it ran into the slot below (whose canary is smashed), detected at a "
+                         "switch");
+  }
+}
+
+// running_on_it: we are on f's stack now (f is switching out, or yielding).
+inline void check_small(Fiber* f, bool running_on_it) {
+  if (f->small_stack()) verify_small_stack(f, running_on_it);
 }
 
 // The resumed side of every switch: record where the switcher stopped, then
@@ -51,8 +73,8 @@ void finish_exit(Worker* w, Fiber* f);
 inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
                          CommitFn commit = nullptr, void* arg = nullptr) {
   SwitchRecord rec{from, to, w, action, commit, arg};
-  check_small(from);
-  check_small(to);
+  check_small(from, true);
+  check_small(to, false);
   w->current = to;
   to->set_state(FiberState::kRunning, w);
   w->fibers_run.bump();
@@ -122,6 +144,7 @@ inline bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
 }
 
 [[noreturn]] void exit_current(Worker* w, Fiber* self) {
+  check_small(self, true);
   std::uintptr_t j = self->join.load(std::memory_order_acquire);
   if (j & join_word::kDetached) {
     // Nobody will take the result: report an escaped exception here, on the
@@ -180,7 +203,10 @@ void run_fiber(Worker* w, Fiber* f) { switch_to(w, &w->main, f, PostAction::kNon
 
 void yield_current(Worker* w) {
   Fiber* next = w->pop_runnable();
-  if (!next) return;  // nothing else to run: carry on
+  if (!next) {  // nothing else to run: carry on
+    check_small(w->current, true);
+    return;
+  }
   switch_to(w, w->current, next, PostAction::kRequeue);
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# bench/peers/chronos/build.sh: builds chronos' peer programs for
+# ../shared/peers/run.sh (see its README, "Adding a peer"):
+#
+#   PEER_PATH=$PWD/bench/peers/chronos ../shared/peers/run.sh yield spawn
+#
+# Configures this checkout in Release into build/ (tests and examples off,
+# benchmarks on), builds the targets peer_yield and peer_spawn
+# (bench/CMakeLists.txt, sources in src/), copies them to bin/yield and
+# bin/spawn, and writes bin/version.txt. Installs the Debian packages it needs
+# when missing. Works offline. JOBS (default 2) sets the build parallelism.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$(cd ../../.. && pwd)
+
+PACKAGES=(cmake g++ libboost-context-dev libbenchmark-dev)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "chronos/build.sh: missing Debian packages: ${missing[*]} (install them as root)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "${missing[@]}" >&2 || { apt-get update >&2 && apt-get install -y "${missing[@]}" >&2; }
+fi
+
+cmake -S "$ROOT" -B build -DCMAKE_BUILD_TYPE=Release \
+    -DCHRONOS_BUILD_TESTS=OFF -DCHRONOS_BUILD_EXAMPLES=OFF -DCHRONOS_BUILD_BENCH=ON
+cmake --build build --target peer_yield peer_spawn -j "${JOBS:-2}"
+
+mkdir -p bin
+for prog in yield spawn; do
+    cp -f "build/bench/peer_$prog" "bin/$prog.tmp"
+    mv -f "bin/$prog.tmp" "bin/$prog"
+done
+
+sha=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$sha" != unknown ] && ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then sha+="-dirty"; fi
+cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' build/CMakeCache.txt)
+echo "chronos $sha (Release), $("${cxx:-g++}" --version | head -n 1)" >bin/version.txt
+cat bin/version.txt

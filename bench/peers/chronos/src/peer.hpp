@@ -1,0 +1,85 @@
+// bench/peers/chronos/src/peer.hpp: what the chronos peer programs share, for
+// ../shared/peers/run.sh (see its README, "Adding a peer" and "The RESULT line").
+//
+//  * Args: --threads N, --n N and the program's own switches, as `--name value`
+//    or `--name=value`, parsed by hand. Bad input exits 2.
+//  * result(): the one `RESULT workload=... peer=chronos threads=...` line on
+//    stdout; everything else goes to stderr.
+#pragma once
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace peer {
+
+[[noreturn]] inline void usage_error(const char* prog, const std::string& msg) {
+  std::fprintf(stderr, "%s: %s\n", prog, msg.c_str());
+  std::exit(2);
+}
+
+struct Args {
+  long threads;
+  long n;
+  bool small = true;  // spawn only: --small (default) or --normal
+};
+
+// switches: whether --small / --normal are accepted.
+inline Args parse(int argc, char** argv, const char* prog, long def_threads, long def_n,
+                  bool switches) {
+  Args a{def_threads, def_n};
+  auto number = [&](const std::string& name, const std::string& v) {
+    char* end = nullptr;
+    errno = 0;
+    long x = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || x < 1)
+      usage_error(prog, "--" + name + " needs a positive integer, got '" + v + "'");
+    return x;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    if (arg == "-h" || arg == "--help") {
+      std::printf("usage: %s [--threads N (default %ld)] [--n N (default %ld)]%s\n", prog,
+                  def_threads, def_n, switches ? " [--small (default) | --normal]" : "");
+      std::exit(0);
+    }
+    if (switches && (arg == "--small" || arg == "--normal")) {
+      a.small = arg == "--small";
+      continue;
+    }
+    if (auto eq = arg.find('='); eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+    } else if (arg == "--threads" || arg == "--n") {
+      if (i + 1 >= argc) usage_error(prog, arg + " needs a value");
+      value = argv[++i];
+    }
+    if (arg == "--threads") {
+      a.threads = number("threads", value);
+    } else if (arg == "--n") {
+      a.n = number("n", value);
+    } else {
+      usage_error(prog, "unknown argument '" + std::string(argv[i]) + "'");
+    }
+  }
+  return a;
+}
+
+using Clock = std::chrono::steady_clock;
+
+inline double ns_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+}
+
+// extra: " key=value ..." appended after the metric, or empty.
+inline void result(const char* workload, long threads, long n, const char* metric, double value,
+                   const std::string& extra = {}) {
+  std::printf("RESULT workload=%s peer=chronos threads=%ld n=%ld %s=%.2f%s\n", workload, threads, n,
+              metric, value, extra.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace peer

@@ -1,0 +1,148 @@
+// tests/alloc_test.cpp: after warm-up, spawning, yielding and joining call
+// neither malloc nor mmap.
+//
+// This binary interposes malloc, calloc, realloc, free, operator new and mmap
+// with counting versions (a sanitizer build has its own allocator interposed,
+// so there only operator new and the pool's mapping counter are checked).
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chronos/chronos.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_news{0}, g_mallocs{0}, g_mmaps{0};
+void count(std::atomic<long>& c) {
+  if (g_counting.load(std::memory_order_relaxed)) c.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  count(g_news);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+#if !CHRONOS_TEST_SANITIZED
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void __libc_free(void*);
+
+void* malloc(std::size_t n) {
+  count(g_mallocs);
+  return __libc_malloc(n);
+}
+void* calloc(std::size_t n, std::size_t s) {
+  count(g_mallocs);
+  return __libc_calloc(n, s);
+}
+void* realloc(void* p, std::size_t n) {
+  count(g_mallocs);
+  return __libc_realloc(p, n);
+}
+void free(void* p) { __libc_free(p); }
+void* mmap(void* a, std::size_t l, int prot, int flags, int fd, off_t off) {
+  count(g_mmaps);
+  return reinterpret_cast<void*>(::syscall(SYS_mmap, a, l, prot, flags, fd, off));
+}
+}
+#endif
+
+namespace {
+
+struct Counts {
+  long news, mallocs, mmaps;
+};
+
+template <class F>
+Counts measure(F&& f) {
+  g_news = g_mallocs = g_mmaps = 0;
+  g_counting = true;
+  f();
+  g_counting = false;
+  return {g_news.load(), g_mallocs.load(), g_mmaps.load()};
+}
+
+void spawn_join_rounds(int rounds, bool small) {
+  for (int r = 0; r < rounds; ++r) {
+    auto h = chronos::go(chronos::SpawnOptions{.small_stack = small}, [r] { return r; });
+    if (h.join() != r) std::abort();
+  }
+}
+
+void batch_rounds(std::vector<chronos::JoinHandle<int>>& hs, int batch) {
+  for (int i = 0; i < batch; ++i) hs.push_back(chronos::go([i] { return i; }));
+  for (auto& h : hs) h.join();
+  hs.clear();
+}
+
+void yield_rounds(int n) {
+  auto other = chronos::go([n] {
+    for (int i = 0; i < n; ++i) chronos::yield();
+  });
+  for (int i = 0; i < n; ++i) chronos::yield();
+  other.join();
+}
+
+TEST(SteadyState, SpawnJoinYieldAllocateNothing) {
+  chronos::Runtime rt{chronos::Config{.workers = 1}};
+  std::uint64_t mapped_before = 0, mapped_after = 0;
+  Counts c = rt.block_on([&] {
+    std::vector<chronos::JoinHandle<int>> hs;
+    hs.reserve(1000);
+    // Warm-up: fills the stack caches and the pool.
+    spawn_join_rounds(1000, false);
+    spawn_join_rounds(1000, true);
+    batch_rounds(hs, 1000);
+    yield_rounds(1000);
+    mapped_before = rt.stats().stacks_mapped;
+    Counts inner = measure([&] {
+      spawn_join_rounds(100000, false);
+      spawn_join_rounds(100000, true);
+      for (int i = 0; i < 20; ++i) batch_rounds(hs, 1000);
+      yield_rounds(100000);
+    });
+    mapped_after = rt.stats().stacks_mapped;
+    return inner;
+  });
+  EXPECT_EQ(c.news, 0) << "operator new calls in steady state";
+  EXPECT_EQ(c.mallocs, 0) << "malloc calls in steady state";
+  EXPECT_EQ(c.mmaps, 0) << "mmap calls in steady state";
+  EXPECT_EQ(mapped_after, mapped_before);
+}
+
+TEST(SteadyState, TheCountersSeeAllocations) {
+  // The test above would pass vacuously if counting were broken.
+  Counts c = measure([] {
+    auto* p = new int(3);
+    delete p;
+    void* m = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ::munmap(m, 4096);
+  });
+  EXPECT_EQ(c.news, 1);
+#if !CHRONOS_TEST_SANITIZED
+  EXPECT_GE(c.mallocs, 1);
+  EXPECT_EQ(c.mmaps, 1);
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,150 @@
+// tests/fiber_overflow_test.cpp: stack overflow and stack exhaustion die or
+// fail with a clear message, never silently.
+#include <gtest/gtest.h>
+
+#include <chronos/chronos.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <system_error>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+// Each frame holds a buffer the compiler cannot elide. `limit` is never
+// reached; it only keeps the compiler from proving the recursion infinite.
+volatile int g_limit = 1 << 30;
+[[gnu::noinline]] int recurse_forever(int depth) {
+  volatile char buf[512];
+  buf[0] = static_cast<char>(depth);
+  if (depth == g_limit) return 0;
+  return recurse_forever(depth + 1) + buf[0];
+}
+
+void overflow_normal_stack() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .stack_size = 64 * 1024}};
+  rt.block_on([] {
+    chronos::go(chronos::SpawnOptions{.name = "deep-recursion"}, [] { recurse_forever(0); }).join();
+  });
+}
+
+TEST(StackOverflowDeathTest, NormalStackHitsTheGuardAndNamesTheFiber) {
+  EXPECT_DEATH(overflow_normal_stack(),
+      "chronos: stack overflow in fiber #[0-9]+ \"deep-recursion\": stack \\[0x[0-9a-f]+, "
+      "0x[0-9a-f]+\\) \\([0-9]+ bytes, normal stack\\)");
+}
+
+// Goes `frames` frames of ~1 KiB deep, then yields from the bottom.
+[[gnu::noinline]] int deep_then_yield(int frames) {
+  volatile char buf[1024];
+  buf[0] = static_cast<char>(frames);
+  if (frames == 0) {
+    chronos::yield();
+    return buf[0];
+  }
+  return deep_then_yield(frames - 1) + buf[0];
+}
+
+void overflow_small_stack() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = 16 * 1024}};
+  rt.block_on([] {
+    // Neighbours, so that the overflowing fiber's slot is not the first of its
+    // slab (which would hit the slab's guard page instead; either way the
+    // report names the fiber).
+    std::vector<chronos::JoinHandle<void>> others;
+    for (int i = 0; i < 3; ++i)
+      others.push_back(chronos::go(chronos::SpawnOptions{.small_stack = true}, [] {}));
+    auto h = chronos::go(chronos::SpawnOptions{.small_stack = true, .name = "tiny"},
+                         [] { deep_then_yield(40); });
+    h.join();
+    for (auto& o : others) o.join();
+  });
+}
+
+TEST(StackOverflowDeathTest, SmallStackOverflowIsCaughtAtTheNextSwitch) {
+  EXPECT_DEATH(overflow_small_stack(),
+      "chronos: stack overflow in fiber #[0-9]+ \"tiny\".*small stack");
+}
+
+// Goes `frames` frames deep, filling each, and returns before any switch.
+[[gnu::noinline]] int deep_and_back(int frames) {
+  volatile char buf[1024];
+  for (auto& c : buf) c = static_cast<char>(frames);
+  if (frames == 0) return buf[0];
+  return deep_and_back(frames - 1) + buf[1];
+}
+
+void overflow_small_stack_and_return() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = 16 * 1024}};
+  rt.block_on([] {
+    std::vector<chronos::JoinHandle<void>> others;
+    for (int i = 0; i < 3; ++i)
+      others.push_back(chronos::go(chronos::SpawnOptions{.small_stack = true}, [] {}));
+    for (auto& o : others) o.join();
+    chronos::go(chronos::SpawnOptions{.small_stack = true, .name = "sneaky"},
+                [] { deep_and_back(24); })
+        .join();
+  });
+}
+
+TEST(StackOverflowDeathTest, SmallStackOverflowThatUnwindsFirstIsCaughtByTheNeighboursCanary) {
+  EXPECT_DEATH(overflow_small_stack_and_return(),
+               "chronos: stack overflow in fiber #[0-9]+ \"sneaky\".*small stack");
+}
+
+TEST(StackOverflowDeathTest, DeepRecursionWithinTheStackIsFine) {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .stack_size = 256 * 1024}};
+  // ~200 KiB of frames in a 256 KiB stack.
+  int r = rt.block_on([] {
+    return chronos::go([] {
+             struct R {
+               [[gnu::noinline]] static int go(int n) {
+                 volatile char buf[1000];
+                 buf[0] = 1;
+                 return n == 0 ? 0 : go(n - 1) + buf[0];
+               }
+             };
+             return R::go(chronos::test::kScale == 1 ? 200 : 50);
+           })
+        .join();
+  });
+  EXPECT_EQ(r, chronos::test::kScale == 1 ? 200 : 50);
+}
+
+// Spawns normal-stack fibers until the mappings run out, then joins them all.
+[[noreturn]] void exhaust_stacks() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .stack_size = 32 * 1024}};
+  long finished = rt.block_on([] {
+    std::vector<chronos::JoinHandle<int>> hs;
+    hs.reserve(100000);
+    std::string error;
+    try {
+      for (;;) hs.push_back(chronos::go([] { return 1; }));
+    } catch (const std::system_error& e) {
+      error = e.what();
+      if (e.code().value() != ENOMEM) error = "wrong errno";
+    }
+    std::fprintf(stderr, "spawn failed after %zu fibers: %s\n", hs.size(), error.c_str());
+    long sum = 0;
+    for (auto& h : hs) sum += h.join();  // every fiber spawned before still runs
+    return sum == static_cast<long>(hs.size()) ? sum : -1;
+  });
+  std::fprintf(stderr, "all %ld earlier fibers finished\n", finished);
+  std::exit(finished > 1000 ? 0 : 1);
+}
+
+TEST(StackExhaustionDeathTest, SpawnThrowsNamingTheMapLimitAndRunningFibersSurvive) {
+#if CHRONOS_TEST_SANITIZED
+  GTEST_SKIP() << "maps ~32,000 stacks; too heavy under a sanitizer's shadow memory";
+#else
+  // In a child process: it fills vm.max_map_count.
+  EXPECT_EXIT(exhaust_stacks(),
+      testing::ExitedWithCode(0),
+      "cannot map a fiber stack of [0-9]+ bytes: vm.max_map_count \\([0-9]+\\) reached(.|\n)*"
+      "all [0-9]+ earlier fibers finished");
+#endif
+}
+
+}  // namespace

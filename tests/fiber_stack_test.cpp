@@ -1,0 +1,161 @@
+// tests/fiber_stack_test.cpp: the TCB's packed words and the stack pool.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "fiber/stack_pool.hpp"
+#include "fiber/tcb.hpp"
+
+namespace {
+
+using namespace chronos::detail;
+
+TEST(Tcb, StateWordPacksStatePointerPriorityAndFlag) {
+  alignas(64) static char object[64];
+  for (unsigned prio : {0u, 7u, 15u}) {
+    for (bool small : {false, true}) {
+      for (auto st : {FiberState::kReady, FiberState::kRunning, FiberState::kWaiting,
+                      FiberState::kDone}) {
+        std::uint64_t w = state_word::pack(st, object, prio, small);
+        EXPECT_EQ(state_word::state(w), st);
+        EXPECT_EQ(state_word::pointer(w), object);
+        EXPECT_EQ(state_word::priority(w), prio);
+        EXPECT_EQ(state_word::small(w), small);
+        // A transition changes state and pointer, keeps priority and flag.
+        std::uint64_t w2 = state_word::with(w, FiberState::kWaiting, nullptr);
+        EXPECT_EQ(state_word::state(w2), FiberState::kWaiting);
+        EXPECT_EQ(state_word::pointer(w2), nullptr);
+        EXPECT_EQ(state_word::priority(w2), prio);
+        EXPECT_EQ(state_word::small(w2), small);
+      }
+    }
+  }
+}
+
+TEST(Tcb, HotFieldsShareOneCacheLine) {
+  EXPECT_LE(offsetof(Fiber, id) + sizeof(Fiber::id), 64u);
+  EXPECT_EQ(offsetof(Fiber, state), 0u);
+  EXPECT_EQ(alignof(Fiber), 64u);
+  EXPECT_TRUE(std::atomic<std::uint64_t>::is_always_lock_free);
+}
+
+TEST(StackPool, NormalStacksAreReusedNotRemapped) {
+  StackPool pool(nullptr, 64 * 1024, false, 1024);
+  std::vector<Fiber*> first(8);
+  for (auto& f : first) ASSERT_EQ(pool.take(&f, 1), 1u);
+  EXPECT_EQ(pool.mapped_slots(), 8u);
+  std::set<Fiber*> distinct(first.begin(), first.end());
+  EXPECT_EQ(distinct.size(), 8u);
+  for (Fiber* f : first) {
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f) % 64, 0u);
+    EXPECT_GE(reinterpret_cast<char*>(f) - f->stack_lo, 64 * 1024);
+    EXPECT_EQ(f->pool, &pool);
+    f->stack_lo[0] = 1;  // the whole stack is writable...
+  }
+  pool.give(first.data(), first.size());
+  std::vector<Fiber*> again(8);
+  for (auto& f : again) ASSERT_EQ(pool.take(&f, 1), 1u);
+  EXPECT_EQ(pool.mapped_slots(), 8u);  // ...and comes back without a new mapping
+  EXPECT_EQ(std::set<Fiber*>(again.begin(), again.end()), distinct);
+  pool.give(again.data(), again.size());
+}
+
+// The permissions /proc/self/maps gives for the mapping that holds p.
+std::string perms_of(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &lo, &hi, perms) == 3 && lo <= a && a < hi)
+      return perms;
+  }
+  return "unmapped";
+}
+
+TEST(StackPool, GuardPageBelowEveryNormalStackIsInaccessible) {
+  StackPool pool(nullptr, 64 * 1024, false, 16);
+  Fiber* f;
+  ASSERT_EQ(pool.take(&f, 1), 1u);
+  EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
+  EXPECT_EQ(perms_of(f->stack_lo), "rw-p");
+  pool.give(&f, 1);
+}
+
+TEST(StackPool, EverySmallSlabStartsWithAGuardPage) {
+  StackPool pool(nullptr, 16 * 1024, true, 16);
+  Fiber* f;
+  ASSERT_EQ(pool.take(&f, 1), 1u);  // the first slot of a fresh slab
+  EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
+  pool.give(&f, 1);
+}
+
+TEST(StackPool, SmallSlotsComeFromSlabsWithIntactCanaries) {
+  StackPool pool(nullptr, 16 * 1024, true, 1 << 20);
+  std::vector<Fiber*> fibers(1000);
+  std::size_t got = 0;
+  while (got < fibers.size()) got += pool.take(fibers.data() + got, fibers.size() - got);
+  EXPECT_EQ(pool.mapped_slots(), 1000u);
+  std::set<Fiber*> distinct(fibers.begin(), fibers.end());
+  EXPECT_EQ(distinct.size(), 1000u);
+  for (Fiber* f : fibers) {
+    EXPECT_TRUE(StackPool::canary_intact(f));
+    // The canary is the slot's highest word, right under the slot above.
+    EXPECT_EQ(reinterpret_cast<char*>(StackPool::canary_of(f)) + sizeof(std::uint64_t),
+              f->stack_lo + pool.slot_size());
+    if (Fiber* below = pool.slot_below(f)) {
+      EXPECT_EQ(below->stack_lo + pool.slot_size(), f->stack_lo);
+    }
+  }
+  // Smashing a canary is seen.
+  EXPECT_TRUE(fibers[0]->first_in_slab || fibers.back()->first_in_slab);
+  std::uint64_t saved = *StackPool::canary_of(fibers[3]);
+  *StackPool::canary_of(fibers[3]) = 0;
+  EXPECT_FALSE(StackPool::canary_intact(fibers[3]));
+  *StackPool::canary_of(fibers[3]) = saved;
+  pool.give(fibers.data(), fibers.size());
+}
+
+TEST(StackPool, PastTheCacheLimitNormalStacksAreUnmappedAndSmallOnesTrimmed) {
+  StackPool normal(nullptr, 32 * 1024, false, 4);
+  std::vector<Fiber*> n(10);
+  for (auto& f : n) normal.take(&f, 1);
+  normal.give(n.data(), n.size());
+  EXPECT_EQ(normal.mapped_slots(), 4u);  // 6 unmapped
+
+  StackPool small(nullptr, 16 * 1024, true, 4);
+  std::vector<Fiber*> s(10);
+  for (auto& f : s) small.take(&f, 1);
+  small.give(s.data(), s.size());
+  // Trimmed slots stay mapped (they are inside a slab) but come back rebuilt.
+  std::vector<Fiber*> again(10);
+  for (auto& f : again) {
+    ASSERT_EQ(small.take(&f, 1), 1u);
+    EXPECT_TRUE(StackPool::canary_intact(f));
+    EXPECT_EQ(f->pool, &small);
+  }
+  small.give(again.data(), again.size());
+}
+
+TEST(StackPool, ForEachFiberVisitsOnlySlotsInUse) {
+  StackPool pool(nullptr, 16 * 1024, true, 64);
+  std::vector<Fiber*> f(5);
+  for (auto& x : f) pool.take(&x, 1);
+  static const PayloadOps ops{};  // any non-null ops marks a slot in use
+  f[1]->ops = &ops;
+  f[3]->ops = &ops;
+  std::vector<Fiber*> seen;
+  pool.for_each_fiber([](Fiber* x, void* arg) { static_cast<std::vector<Fiber*>*>(arg)->push_back(x); },
+                      &seen);
+  EXPECT_EQ(std::set<Fiber*>(seen.begin(), seen.end()), (std::set<Fiber*>{f[1], f[3]}));
+  f[1]->ops = f[3]->ops = nullptr;
+  pool.give(f.data(), f.size());
+}
+
+}  // namespace

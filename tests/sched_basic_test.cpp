@@ -1,0 +1,288 @@
+// tests/sched_basic_test.cpp: the fiber API on one worker: values, order,
+// exceptions, misuse.
+#include <gtest/gtest.h>
+
+#include <chronos/chronos.hpp>
+
+#include <array>
+#include <atomic>
+#include <cfenv>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using chronos::Config;
+using chronos::JoinHandle;
+using chronos::Runtime;
+using chronos::SpawnOptions;
+
+Runtime& one_worker() {
+  static Runtime rt{Config{.workers = 1}};
+  return rt;
+}
+
+TEST(Fiber, TheIssueExampleReturns42) {
+  Runtime rt{Config{.workers = 1}};
+  int r = rt.block_on([] {
+    JoinHandle<int> h = chronos::go([] {
+      chronos::yield();
+      return 21;
+    });
+    return 2 * h.join();
+  });
+  EXPECT_EQ(r, 42);
+}
+
+TEST(Fiber, ManyFibersInterleaveInAKnownOrder) {
+  constexpr int kFibers = 50, kRounds = 20;
+  std::vector<int> trace;
+  one_worker().block_on([&] {
+    std::vector<JoinHandle<void>> hs;
+    for (int i = 0; i < kFibers; ++i) {
+      hs.push_back(chronos::go([&trace, i] {
+        for (int r = 0; r < kRounds; ++r) {
+          trace.push_back(i);
+          chronos::yield();
+        }
+      }));
+    }
+    for (auto& h : hs) h.join();
+  });
+  // FIFO: every round visits the fibers in spawn order.
+  ASSERT_EQ(trace.size(), static_cast<std::size_t>(kFibers * kRounds));
+  for (int r = 0; r < kRounds; ++r)
+    for (int i = 0; i < kFibers; ++i) EXPECT_EQ(trace[r * kFibers + i], i) << "round " << r;
+}
+
+TEST(Fiber, YieldWithNothingElseRunnableReturnsAtOnce) {
+  int r = one_worker().block_on([] {
+    for (int i = 0; i < 1000; ++i) chronos::yield();
+    return 7;
+  });
+  EXPECT_EQ(r, 7);
+}
+
+TEST(Fiber, JoinReturnsMoveOnlyValuesAndVoid) {
+  auto p = one_worker().block_on([] {
+    auto h = chronos::go([] { return std::make_unique<std::string>("moved out"); });
+    bool ran = false;
+    chronos::go([&] { ran = true; }).join();
+    EXPECT_TRUE(ran);
+    return h.join();
+  });
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, "moved out");
+}
+
+TEST(Fiber, DoneReportsCompletionWithoutBlocking) {
+  one_worker().block_on([] {
+    auto h = chronos::go([] { return 5; });
+    EXPECT_FALSE(h.done());  // not run yet: we have not yielded
+    while (!h.done()) chronos::yield();
+    EXPECT_TRUE(h.done());
+    EXPECT_EQ(h.join(), 5);
+    EXPECT_FALSE(h.joinable());
+  });
+}
+
+TEST(Fiber, ExceptionPropagatesThroughJoinWithItsType) {
+  struct Custom : std::runtime_error {
+    int code;
+    explicit Custom(int c) : std::runtime_error("custom"), code(c) {}
+  };
+  int code = one_worker().block_on([] {
+    try {
+      chronos::go([]() -> int { throw Custom(17); }).join();
+    } catch (const Custom& e) {
+      return e.code;
+    }
+    return -1;
+  });
+  EXPECT_EQ(code, 17);
+  EXPECT_THROW(one_worker().block_on([] { throw std::out_of_range("from block_on"); }),
+               std::out_of_range);
+}
+
+TEST(Fiber, ExceptionThrownAndCaughtInsideAFiberAcrossYields) {
+  std::string seen = one_worker().block_on([] {
+    return chronos::go([] {
+             std::string s;
+             for (int i = 0; i < 3; ++i) {
+               try {
+                 chronos::yield();
+                 throw std::runtime_error("round " + std::to_string(i));
+               } catch (const std::exception& e) {
+                 chronos::yield();  // a switch while an exception is being handled
+                 s += e.what();
+                 s += ';';
+               }
+             }
+             return s;
+           })
+        .join();
+  });
+  EXPECT_EQ(seen, "round 0;round 1;round 2;");
+}
+
+TEST(Fiber, RoundingModeStaysWithEachFiber) {
+  one_worker().block_on([] {
+    std::array<int, 4> modes{FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO, FE_TONEAREST};
+    std::vector<JoinHandle<int>> hs;
+    for (int m : modes) {
+      hs.push_back(chronos::go([m] {
+        std::fesetround(m);
+        int bad = 0;
+        for (int i = 0; i < 10; ++i) {
+          chronos::yield();  // the others set their own modes meanwhile
+          if (std::fegetround() != m) ++bad;
+        }
+        return bad;
+      }));
+    }
+    for (auto& h : hs) EXPECT_EQ(h.join(), 0);
+  });
+  // The worker's scheduler loop and later fibers are not affected.
+  EXPECT_EQ(one_worker().block_on([] { return std::fegetround(); }), FE_TONEAREST);
+}
+
+TEST(Fiber, CallsOutsideAFiberAreLogicErrors) {
+  EXPECT_THROW(chronos::yield(), std::logic_error);
+  EXPECT_THROW(chronos::go([] {}), std::logic_error);
+  try {
+    chronos::yield();
+  } catch (const std::logic_error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside a fiber"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(chronos::this_fiber::id(), 0u);
+  EXPECT_TRUE(chronos::this_fiber::name().empty());
+}
+
+TEST(Fiber, BlockOnInsideAFiberIsALogicError) {
+  Runtime& rt = one_worker();
+  bool threw = rt.block_on([&] {
+    try {
+      rt.block_on([] { return 1; });
+    } catch (const std::logic_error&) {
+      return true;
+    }
+    return false;
+  });
+  EXPECT_TRUE(threw);
+}
+
+TEST(Fiber, JoinOnAnEmptyHandleIsALogicError) {
+  JoinHandle<int> empty;
+  EXPECT_THROW(empty.join(), std::logic_error);
+  auto h = one_worker().spawn([] { return 3; });
+  EXPECT_EQ(h.join(), 3);
+  EXPECT_THROW(h.join(), std::logic_error);  // a handle joins once
+}
+
+TEST(Fiber, PriorityAbove15IsRejected) {
+  one_worker().block_on([] {
+    EXPECT_THROW(chronos::go(SpawnOptions{.priority = 16}, [] {}), std::invalid_argument);
+    EXPECT_NO_THROW(chronos::go(SpawnOptions{.priority = 15}, [] {}).join());
+    EXPECT_NO_THROW(chronos::go(SpawnOptions{.priority = 0}, [] {}).join());
+  });
+  EXPECT_THROW(one_worker().spawn(SpawnOptions{.priority = 99}, [] {}), std::invalid_argument);
+}
+
+TEST(Fiber, IdsAreUniqueAndNamesAreKept) {
+  auto [a, b, name, truncated] = one_worker().block_on([] {
+    auto h1 = chronos::go(SpawnOptions{.name = "alpha"}, [] {
+      return std::string(chronos::this_fiber::name());
+    });
+    auto h2 = chronos::go(SpawnOptions{.name = std::string(100, 'x')}, [] {
+      return std::string(chronos::this_fiber::name());
+    });
+    chronos::FiberId id1 = h1.id(), id2 = h2.id();
+    return std::make_tuple(id1, id2, h1.join(), h2.join());
+  });
+  EXPECT_NE(a, 0u);
+  EXPECT_NE(b, 0u);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(name, "alpha");
+  EXPECT_EQ(truncated, std::string(31, 'x'));
+}
+
+TEST(Fiber, ThisFiberIdMatchesTheHandle) {
+  one_worker().block_on([] {
+    std::atomic<chronos::FiberId> inside{0};
+    auto h = chronos::go([&] { inside = chronos::this_fiber::id(); });
+    chronos::FiberId outside = h.id();
+    h.join();
+    EXPECT_EQ(inside.load(), outside);
+    EXPECT_NE(chronos::this_fiber::id(), outside);
+  });
+}
+
+// Counts constructions and destructions, and where the last destruction ran.
+struct Tracked {
+  static inline std::atomic<int> alive{0};
+  static inline std::atomic<chronos::FiberId> destroyed_on{0};
+  std::array<char, 2000> big{};  // larger than the inline payload limit when asked
+  bool live = true;
+  Tracked() { ++alive; }
+  Tracked(Tracked&& o) noexcept : big(o.big) {
+    ++alive;
+    o.live = false;
+  }
+  Tracked(const Tracked&) = delete;
+  ~Tracked() {
+    --alive;
+    if (live) destroyed_on = chronos::this_fiber::id();
+  }
+};
+
+TEST(Fiber, CallableIsDestroyedOnTheFiberExactlyOnce) {
+  one_worker().block_on([] {
+    Tracked t;
+    t.big[0] = 42;
+    auto h = chronos::go([t = std::move(t)] { return int(t.big[0]); });  // a ~2 KB payload: boxed
+    chronos::FiberId id = h.id();
+    EXPECT_EQ(h.join(), 42);
+    EXPECT_EQ(Tracked::destroyed_on.load(), id);
+  });
+  EXPECT_EQ(Tracked::alive.load(), 0);
+}
+
+TEST(Fiber, SmallStackFibersRunLikeOthers) {
+  int sum = one_worker().block_on([] {
+    std::vector<JoinHandle<int>> hs;
+    for (int i = 0; i < 1000; ++i)
+      hs.push_back(chronos::go(SpawnOptions{.small_stack = true}, [i] {
+        chronos::yield();
+        return i;
+      }));
+    int s = 0;
+    for (auto& h : hs) s += h.join();
+    return s;
+  });
+  EXPECT_EQ(sum, 999 * 1000 / 2);
+}
+
+TEST(Fiber, NestedSpawnTreeSumsCorrectly) {
+  struct Tree {
+    static long node(int depth, long base) {
+      if (depth == 0) return base;
+      std::vector<JoinHandle<long>> kids;
+      for (int i = 0; i < 10; ++i)
+        kids.push_back(chronos::go(SpawnOptions{.small_stack = true},
+                                   [=] { return node(depth - 1, base * 10 + i); }));
+      long s = 0;
+      for (auto& k : kids) s += k.join();
+      return s;
+    }
+  };
+  const int depth = chronos::test::kScale == 1 ? 5 : 3;
+  long leaves = 1;
+  for (int i = 0; i < depth; ++i) leaves *= 10;
+  EXPECT_EQ(one_worker().block_on([=] { return Tree::node(depth, 0); }), leaves * (leaves - 1) / 2);
+}
+
+}  // namespace
