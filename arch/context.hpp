@@ -47,5 +47,6 @@ using EntryFn = void (*)(Transfer);
 #elif defined(__x86_64__)
 #include "arch/context_x86_64.hpp"
 #else
-#error "chronos: no hand-written context switch for this ISA; configure with -DCHRONOS_CONTEXT=boost"
+#error \
+    "chronos: no hand-written context switch for this ISA; configure with -DCHRONOS_CONTEXT=boost"
 #endif

@@ -10,16 +10,16 @@ namespace chronos::arch {
 
 // The frame a suspended context leaves at its saved stack pointer.
 struct SavedFrame {
-  unsigned int mxcsr;        // 0x00
-  unsigned short x87_cw;     // 0x04
-  unsigned short pad;        // 0x06
-  void* r12;                 // 0x08
-  void* r13;                 // 0x10
-  void* r14;                 // 0x18
-  void* r15;                 // 0x20
-  void* rbx;                 // 0x28  (a fresh context: the entry function)
-  void* rbp;                 // 0x30
-  void* rip;                 // 0x38  resume address
+  unsigned int mxcsr;     // 0x00
+  unsigned short x87_cw;  // 0x04
+  unsigned short pad;     // 0x06
+  void* r12;              // 0x08
+  void* r13;              // 0x10
+  void* r14;              // 0x18
+  void* r15;              // 0x20
+  void* rbx;              // 0x28  (a fresh context: the entry function)
+  void* rbp;              // 0x30
+  void* rip;              // 0x38  resume address
 };
 static_assert(offsetof(SavedFrame, mxcsr) == 0x00);
 static_assert(offsetof(SavedFrame, x87_cw) == 0x04);
@@ -46,6 +46,8 @@ inline constexpr const char* kBackendName = "asm-x86_64-sysv";
 inline Context make(void* top, std::size_t size, EntryFn fn) {
   return chronos_context_make(top, size, fn);
 }
-inline Transfer jump(Context to, void* data) { return chronos_context_jump(to, data); }
+inline Transfer jump(Context to, void* data) {
+  return chronos_context_jump(to, data);
+}
 
 }  // namespace chronos::arch

@@ -40,9 +40,7 @@ int main(int argc, char** argv) {
   std::printf("interleaving of %d fibers over 3 rounds: %s\n", fibers, trace.c_str());
 
   try {
-    rt.block_on([] {
-      chronos::go([]() -> int { throw std::runtime_error("boom"); }).join();
-    });
+    rt.block_on([] { chronos::go([]() -> int { throw std::runtime_error("boom"); }).join(); });
   } catch (const std::exception& e) {
     std::printf("exception crossed two joins: %s\n", e.what());
   }

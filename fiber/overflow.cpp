@@ -30,14 +30,16 @@ struct Out {
   void dec(std::uint64_t v) {
     char tmp[24];
     int i = 0;
-    do tmp[i++] = char('0' + v % 10); while ((v /= 10) && i < 24);
+    do tmp[i++] = char('0' + v % 10);
+    while ((v /= 10) && i < 24);
     while (i && n < sizeof buf) buf[n++] = tmp[--i];
   }
   void hex(std::uintptr_t v) {
     str("0x");
     char tmp[16];
     int i = 0;
-    do tmp[i++] = "0123456789abcdef"[v & 15]; while ((v >>= 4) && i < 16);
+    do tmp[i++] = "0123456789abcdef"[v & 15];
+    while ((v >>= 4) && i < 16);
     while (i && n < sizeof buf) buf[n++] = tmp[--i];
   }
   void flush() {

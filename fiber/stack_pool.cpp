@@ -22,7 +22,9 @@ namespace {
 
 constexpr std::size_t kSlabBytes = 4u << 20;  // small slots are carved from ~4 MiB slabs
 
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+std::size_t round_up(std::size_t n, std::size_t to) {
+  return (n + to - 1) / to * to;
+}
 
 long read_long(const char* path) {
   std::ifstream in(path);
@@ -45,8 +47,7 @@ void throw_stack_alloc_error(int err, std::size_t bytes) {
   long max_maps = read_long("/proc/sys/vm/max_map_count");
   long maps = count_maps();
   if (err == ENOMEM && max_maps > 0 && maps + 4 >= max_maps) {
-    msg += "vm.max_map_count (" + std::to_string(max_maps) + ") reached, " +
-           std::to_string(maps) +
+    msg += "vm.max_map_count (" + std::to_string(max_maps) + ") reached, " + std::to_string(maps) +
            " mappings in use; use small stacks (SpawnOptions::small_stack) or raise the limit";
   } else if (err == ENOMEM) {
     msg += "out of memory (or RLIMIT_AS reached)";
@@ -62,7 +63,8 @@ StackPool::StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small, std::s
       page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))),
       max_cached_(max_cached) {
   // The slot holds the requested stack plus the TCB and tail above it.
-  slot_size_ = round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Fiber) + kTail, page_);
+  slot_size_ =
+      round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Fiber) + kTail, page_);
 }
 
 StackPool::~StackPool() {
@@ -199,8 +201,7 @@ void StackPool::give(Fiber* const* in, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
 #if CHRONOS_ASAN
     // Frames that never returned (the entry's) leave poisoned redzones behind.
-    ASAN_UNPOISON_MEMORY_REGION(in[i]->stack_lo,
-                                reinterpret_cast<char*>(in[i]) - in[i]->stack_lo);
+    ASAN_UNPOISON_MEMORY_REGION(in[i]->stack_lo, reinterpret_cast<char*>(in[i]) - in[i]->stack_lo);
 #endif
   }
   std::lock_guard lock(mu_);

@@ -102,10 +102,10 @@ class StackPool {
   std::size_t nfree_ = 0;
   std::vector<char*> trimmed_;  // small slots whose pages were returned; TCB to rebuild
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
-  char* bump_ = nullptr;   // small: next never-used slot in the newest slab
+  char* bump_ = nullptr;  // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;
   char* bump_slab_start_ = nullptr;  // the first slot of the newest slab
-  std::vector<Fiber*> normals_;  // normal: every mapped stack (Fiber::pool_index is its place)
+  std::vector<Fiber*> normals_;      // normal: every mapped stack (Fiber::pool_index is its place)
   std::atomic<std::size_t> mapped_{0};
 };
 

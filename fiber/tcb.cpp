@@ -10,10 +10,14 @@ namespace chronos::detail {
 
 const char* to_string(FiberState s) noexcept {
   switch (s) {
-    case FiberState::kReady: return "ready";
-    case FiberState::kRunning: return "running";
-    case FiberState::kWaiting: return "waiting";
-    case FiberState::kDone: return "done";
+    case FiberState::kReady:
+      return "ready";
+    case FiberState::kRunning:
+      return "running";
+    case FiberState::kWaiting:
+      return "waiting";
+    case FiberState::kDone:
+      return "done";
   }
   return "?";
 }
@@ -51,6 +55,10 @@ void destroy_payload(Fiber* f) noexcept {
     f->ops = nullptr;
   }
   f->error = nullptr;
+}
+
+void retire_fiber(Fiber* f) noexcept {
+  destroy_payload(f);
   arch::sanitizer_destroy_fiber(f->san);
 }
 

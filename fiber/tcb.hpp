@@ -68,19 +68,27 @@ inline constexpr int kPrioShift = 48;
 inline constexpr std::uint64_t kPrioMask = std::uint64_t{0xF} << kPrioShift;
 inline constexpr std::uint64_t kSmall = std::uint64_t{1} << 52;
 
-inline constexpr std::uint64_t pack(FiberState s, const void* p, unsigned prio, bool small) {
+inline std::uint64_t pack(FiberState s, const void* p, unsigned prio, bool small) {
   return static_cast<std::uint64_t>(s) | (reinterpret_cast<std::uintptr_t>(p) & kPtrMask) |
          (std::uint64_t{prio & 0xF} << kPrioShift) | (small ? kSmall : 0);
 }
 // The same word with another state and pointer; priority and flag kept.
-inline constexpr std::uint64_t with(std::uint64_t w, FiberState s, const void* p) {
+inline std::uint64_t with(std::uint64_t w, FiberState s, const void* p) {
   return (w & (kPrioMask | kSmall)) | static_cast<std::uint64_t>(s) |
          (reinterpret_cast<std::uintptr_t>(p) & kPtrMask);
 }
-inline constexpr FiberState state(std::uint64_t w) { return FiberState(w & kStateMask); }
-inline void* pointer(std::uint64_t w) { return reinterpret_cast<void*>(w & kPtrMask); }
-inline constexpr unsigned priority(std::uint64_t w) { return unsigned((w & kPrioMask) >> kPrioShift); }
-inline constexpr bool small(std::uint64_t w) { return (w & kSmall) != 0; }
+inline constexpr FiberState state(std::uint64_t w) {
+  return FiberState(w & kStateMask);
+}
+inline void* pointer(std::uint64_t w) {
+  return reinterpret_cast<void*>(w & kPtrMask);
+}
+inline constexpr unsigned priority(std::uint64_t w) {
+  return unsigned((w & kPrioMask) >> kPrioShift);
+}
+inline constexpr bool small(std::uint64_t w) {
+  return (w & kSmall) != 0;
+}
 }  // namespace state_word
 
 namespace join_word {
@@ -108,14 +116,14 @@ struct alignas(64) Fiber {
 
   // ---- cold ----
   RuntimeImpl* rt = nullptr;
-  StackPool* pool = nullptr;        // where the stack goes back to
-  std::exception_ptr error;         // what escaped the body, until joined or reported
-  std::size_t stack_size = 0;       // usable bytes from stack_lo up to the payload
-  unsigned valgrind_id = 0;         // valgrind stack registration
-  std::uint32_t pool_index = 0;     // normal stacks: place in the pool's list of all stacks
+  StackPool* pool = nullptr;     // where the stack goes back to
+  std::exception_ptr error;      // what escaped the body, until joined or reported
+  std::size_t stack_size = 0;    // usable bytes from stack_lo up to the payload
+  unsigned valgrind_id = 0;      // valgrind stack registration
+  std::uint32_t pool_index = 0;  // normal stacks: place in the pool's list of all stacks
   WaitKind wait_kind = WaitKind::kNone;
-  bool unwinding = false;           // resumed only to be unwound (runtime shutdown)
-  bool first_in_slab = false;       // small stacks: a guard page, not a slot, lies below
+  bool unwinding = false;      // resumed only to be unwound (runtime shutdown)
+  bool first_in_slab = false;  // small stacks: a guard page, not a slot, lies below
   char name[kNameCapacity] = {};
   arch::SanitizerState san;
 
@@ -133,7 +141,8 @@ struct alignas(64) Fiber {
 };
 
 // The first cache line holds the hot fields; the README states the sizes.
-static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64, "the hot part of the TCB must fit one cache line");
+static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64,
+              "the hot part of the TCB must fit one cache line");
 static_assert(alignof(Fiber) == 64);
 
 // Fills in a pooled TCB for a new fiber and constructs its payload (may throw,
@@ -141,7 +150,12 @@ static_assert(alignof(Fiber) == 64);
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
                 arch::EntryFn entry);
 
-// Destroys whatever the payload still holds. Called before the TCB is reused.
+// Destroys whatever the payload still holds (the result, or the callable if
+// the fiber never ran). Safe on the fiber itself, as it finishes.
 void destroy_payload(Fiber* f) noexcept;
+
+// destroy_payload, and forgets the fiber's sanitizer state. From any context
+// but the fiber's own: done when the TCB goes back to the pool.
+void retire_fiber(Fiber* f) noexcept;
 
 }  // namespace chronos::detail

@@ -82,7 +82,9 @@ void fiber_rethrow(Fiber* f) {
   if (f->error) std::rethrow_exception(f->error);
 }
 
-void fiber_release(Fiber* f) { f->rt->release(f); }
+void fiber_release(Fiber* f) {
+  f->rt->release(f);
+}
 
 void fiber_detach(Fiber* f) noexcept {
   // acq_rel: if the fiber is done, acquire its result before freeing it;
@@ -98,7 +100,9 @@ bool fiber_done(const Fiber* f) noexcept {
   return (f->join.load(std::memory_order_acquire) & join_word::kDone) != 0;
 }
 
-std::uint64_t fiber_id(const Fiber* f) noexcept { return f->id; }
+std::uint64_t fiber_id(const Fiber* f) noexcept {
+  return f->id;
+}
 
 }  // namespace chronos::detail
 

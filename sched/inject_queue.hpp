@@ -56,7 +56,8 @@ class InjectQueue {
     std::size_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cells_[pos & mask_];
-      std::size_t seq = c.seq.load(std::memory_order_acquire);  // acquire: pairs with push's release
+      std::size_t seq =
+          c.seq.load(std::memory_order_acquire);  // acquire: pairs with push's release
       auto dif = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(pos + 1);
       if (dif == 0) {
         if (head_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {

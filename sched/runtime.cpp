@@ -34,7 +34,8 @@ unsigned cpus_available() {
 
 Config normalize(Config c) {
   if (c.workers == 0) c.workers = cpus_available();
-  if (c.workers > 4096) throw std::invalid_argument("chronos: Config::workers must be at most 4096");
+  if (c.workers > 4096)
+    throw std::invalid_argument("chronos: Config::workers must be at most 4096");
   if (c.stack_size < 16 * 1024)
     throw std::invalid_argument("chronos: Config::stack_size must be at least 16 KiB");
   if (c.small_stack_size < 8 * 1024)
@@ -120,7 +121,8 @@ void RuntimeImpl::idle_wait(Worker* w) {
   // seq_cst RMW: also releases this worker's counters to shutdown(), which
   // reads them after seeing every worker asleep.
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // the sleeper's half: announce, fence, check
+  std::atomic_thread_fence(
+      std::memory_order_seq_cst);  // the sleeper's half: announce, fence, check
   if (!inject_.empty() || exiting()) {
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return;
@@ -174,9 +176,11 @@ void RuntimeImpl::shutdown() {
     }
     // Woken when a worker goes idle; the timeout covers an in-flight spawn
     // that bypassed the idle path.
-    struct timespec ts{0, 10'000'000};
-    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&quiet_epoch_), FUTEX_WAIT_PRIVATE,
-              epoch, &ts, nullptr, 0);
+    struct timespec ts {
+      0, 10'000'000
+    };
+    ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&quiet_epoch_), FUTEX_WAIT_PRIVATE, epoch,
+              &ts, nullptr, 0);
   }
   exiting_.store(true, std::memory_order_release);
   wake_epoch_.fetch_add(1, std::memory_order_release);
@@ -200,7 +204,7 @@ void RuntimeImpl::report_uncaught(Fiber* f) noexcept {
 }
 
 void RuntimeImpl::release(Fiber* f) noexcept {
-  destroy_payload(f);
+  retire_fiber(f);
   Worker* w = current_worker();
   if (w && w->rt == this) {
     w->release_fiber(f);
@@ -246,9 +250,15 @@ Runtime::~Runtime() {
     (void)impl_.release();
   }
 }
-void Runtime::shutdown() { impl_->shutdown(); }
-unsigned Runtime::workers() const noexcept { return impl_->worker_count(); }
-RuntimeStats Runtime::stats() const { return impl_->stats(); }
+void Runtime::shutdown() {
+  impl_->shutdown();
+}
+unsigned Runtime::workers() const noexcept {
+  return impl_->worker_count();
+}
+RuntimeStats Runtime::stats() const {
+  return impl_->stats();
+}
 
 void Runtime::check_block_on() const {
   detail::Worker* w = detail::current_worker();

@@ -70,7 +70,8 @@ class RuntimeImpl {
 
   alignas(64) std::atomic<std::uint32_t> sleepers_{0};
   std::atomic<std::uint32_t> wake_epoch_{0};
-  alignas(64) std::atomic<std::uint32_t> quiet_epoch_{0};  // bumped when a worker idles after shutdown()
+  alignas(64) std::atomic<std::uint32_t> quiet_epoch_{
+      0};  // bumped when a worker idles after shutdown()
   alignas(64) std::atomic<std::uint64_t> external_spawned_{0};  // by Runtime::spawn (see live())
   std::atomic<FiberId> next_id_{1};
 };

@@ -138,8 +138,8 @@ inline bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
     if (state_word::state(s) != FiberState::kWaiting) return false;
     // relaxed: the CAS only decides who wakes it; the fiber's saved context was
     // published to us by the acquire that found its wait registration.
-  } while (!f->state.compare_exchange_weak(s, state_word::with(s, to, w),
-                                           std::memory_order_relaxed));
+  } while (
+      !f->state.compare_exchange_weak(s, state_word::with(s, to, w), std::memory_order_relaxed));
   return true;
 }
 
@@ -199,7 +199,9 @@ void fiber_main(arch::Transfer t) {
   exit_current(current_worker(), self);
 }
 
-void run_fiber(Worker* w, Fiber* f) { switch_to(w, &w->main, f, PostAction::kNone); }
+void run_fiber(Worker* w, Fiber* f) {
+  switch_to(w, &w->main, f, PostAction::kNone);
+}
 
 void yield_current(Worker* w) {
   Fiber* next = w->pop_runnable();

@@ -15,8 +15,12 @@ namespace {
 thread_local Worker* t_worker [[gnu::tls_model("initial-exec")]] = nullptr;
 }  // namespace
 
-Worker* current_worker() noexcept { return t_worker; }
-void set_current_worker(Worker* w) noexcept { t_worker = w; }
+Worker* current_worker() noexcept {
+  return t_worker;
+}
+void set_current_worker(Worker* w) noexcept {
+  t_worker = w;
+}
 
 Worker::Worker(RuntimeImpl* runtime, unsigned idx) : rt(runtime), index(idx) {
   main.rt = runtime;

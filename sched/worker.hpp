@@ -19,7 +19,9 @@ class RuntimeImpl;
 // A single-writer counter that other threads may read.
 struct Counter {
   std::atomic<std::uint64_t> v{0};
-  void bump() noexcept { v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void bump() noexcept {
+    v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
   std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
 
@@ -56,12 +58,12 @@ class alignas(64) Worker {
   // empty and also every kInjectTick-th time, so outside spawns never starve.
   Fiber* pop_runnable() noexcept;
 
-  Fiber* acquire_fiber(bool small);      // a free TCB; may throw (stack mapping failed)
+  Fiber* acquire_fiber(bool small);       // a free TCB; may throw (stack mapping failed)
   void release_fiber(Fiber* f) noexcept;  // a finished, released fiber back to the cache
   FiberId next_id() noexcept;
 
-  Fiber main;                  // this thread's own context (the scheduler loop)
-  Fiber* current = nullptr;    // the fiber running now; &main in the scheduler loop
+  Fiber main;                // this thread's own context (the scheduler loop)
+  Fiber* current = nullptr;  // the fiber running now; &main in the scheduler loop
   RuntimeImpl* const rt;
   const unsigned index;
 

@@ -27,7 +27,9 @@ void prepare(void* lo, std::size_t size) {
   chronos::arch::sanitizer_init_thread(g_sides.main);
   chronos::arch::sanitizer_init_fiber(g_sides.fiber, lo, size);
 }
-void finish() { chronos::arch::sanitizer_destroy_fiber(g_sides.fiber); }
+void finish() {
+  chronos::arch::sanitizer_destroy_fiber(g_sides.fiber);
+}
 // From the test's thread into the context.
 Transfer enter(Context c, void* data) {
   chronos::arch::sanitizer_start_switch(g_sides.main, g_sides.fiber, false);
@@ -43,7 +45,9 @@ Transfer leave(Context c, void* data, bool for_good = false) {
   return t;
 }
 // First thing in every entry function.
-void started() { chronos::arch::sanitizer_finish_switch(g_sides.fiber, &g_sides.main); }
+void started() {
+  chronos::arch::sanitizer_finish_switch(g_sides.fiber, &g_sides.main);
+}
 
 // A stack mapped for one test.
 struct TestStack {
@@ -119,14 +123,13 @@ TEST(ArchContext, FreshStackIsAbiAligned) {
 
 void throwing_entry(Transfer t) {
   started();
-  std::string caught;
+  // Static: this context is abandoned, so nothing on its stack is destroyed.
+  static std::string result;
   try {
     throw std::runtime_error("inside a raw context");
   } catch (const std::exception& e) {
-    caught = e.what();
+    result = e.what();
   }
-  static std::string result;
-  result = caught;
   leave(t.ctx, &result, true);
   std::abort();
 }
@@ -144,13 +147,17 @@ unsigned read_mxcsr() {
   asm volatile("stmxcsr %0" : "=m"(v));
   return v;
 }
-void write_mxcsr(unsigned v) { asm volatile("ldmxcsr %0" : : "m"(v)); }
+void write_mxcsr(unsigned v) {
+  asm volatile("ldmxcsr %0" : : "m"(v));
+}
 unsigned short read_x87cw() {
   unsigned short v;
   asm volatile("fnstcw %0" : "=m"(v));
   return v;
 }
-void write_x87cw(unsigned short v) { asm volatile("fldcw %0" : : "m"(v)); }
+void write_x87cw(unsigned short v) {
+  asm volatile("fldcw %0" : : "m"(v));
+}
 
 struct FpSeen {
   unsigned mxcsr_at_start, mxcsr_after_switch;
@@ -197,7 +204,9 @@ TEST(ArchContext, FloatingPointControlStateStaysWithItsContext) {
 #endif
 
 #if !defined(CHRONOS_CONTEXT_BOOST) && defined(__x86_64__)
-void never_runs(Transfer) { std::abort(); }
+void never_runs(Transfer) {
+  std::abort();
+}
 
 TEST(ArchContext, FreshFrameMatchesTheSharedLayout) {
   TestStack stack;

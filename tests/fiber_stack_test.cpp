@@ -20,8 +20,8 @@ TEST(Tcb, StateWordPacksStatePointerPriorityAndFlag) {
   alignas(64) static char object[64];
   for (unsigned prio : {0u, 7u, 15u}) {
     for (bool small : {false, true}) {
-      for (auto st : {FiberState::kReady, FiberState::kRunning, FiberState::kWaiting,
-                      FiberState::kDone}) {
+      for (auto st :
+           {FiberState::kReady, FiberState::kRunning, FiberState::kWaiting, FiberState::kDone}) {
         std::uint64_t w = state_word::pack(st, object, prio, small);
         EXPECT_EQ(state_word::state(w), st);
         EXPECT_EQ(state_word::pointer(w), object);
@@ -151,8 +151,8 @@ TEST(StackPool, ForEachFiberVisitsOnlySlotsInUse) {
   f[1]->ops = &ops;
   f[3]->ops = &ops;
   std::vector<Fiber*> seen;
-  pool.for_each_fiber([](Fiber* x, void* arg) { static_cast<std::vector<Fiber*>*>(arg)->push_back(x); },
-                      &seen);
+  pool.for_each_fiber(
+      [](Fiber* x, void* arg) { static_cast<std::vector<Fiber*>*>(arg)->push_back(x); }, &seen);
   EXPECT_EQ(std::set<Fiber*>(seen.begin(), seen.end()), (std::set<Fiber*>{f[1], f[3]}));
   f[1]->ops = f[3]->ops = nullptr;
   pool.give(f.data(), f.size());

@@ -194,12 +194,10 @@ TEST(Fiber, PriorityAbove15IsRejected) {
 
 TEST(Fiber, IdsAreUniqueAndNamesAreKept) {
   auto [a, b, name, truncated] = one_worker().block_on([] {
-    auto h1 = chronos::go(SpawnOptions{.name = "alpha"}, [] {
-      return std::string(chronos::this_fiber::name());
-    });
-    auto h2 = chronos::go(SpawnOptions{.name = std::string(100, 'x')}, [] {
-      return std::string(chronos::this_fiber::name());
-    });
+    auto h1 = chronos::go(SpawnOptions{.name = "alpha"},
+                          [] { return std::string(chronos::this_fiber::name()); });
+    auto h2 = chronos::go(SpawnOptions{.name = std::string(100, 'x')},
+                          [] { return std::string(chronos::this_fiber::name()); });
     chronos::FiberId id1 = h1.id(), id2 = h2.id();
     return std::make_tuple(id1, id2, h1.join(), h2.join());
   });
@@ -279,7 +277,7 @@ TEST(Fiber, NestedSpawnTreeSumsCorrectly) {
       return s;
     }
   };
-  const int depth = chronos::test::kScale == 1 ? 5 : 3;
+  const int depth = chronos::test::scale() == 1 ? 5 : 3;
   long leaves = 1;
   for (int i = 0; i < depth; ++i) leaves *= 10;
   EXPECT_EQ(one_worker().block_on([=] { return Tree::node(depth, 0); }), leaves * (leaves - 1) / 2);

@@ -73,9 +73,8 @@ TEST(Runtime, StressEveryFiberRunsExactlyOnce) {
         std::vector<JoinHandle<void>> hs;
         hs.reserve(1024);
         for (std::size_t i = r * per_root; i < (r + 1) * per_root; ++i) {
-          auto h = chronos::go(SpawnOptions{.small_stack = true}, [&runs, i] {
-            runs[i].fetch_add(1, std::memory_order_relaxed);
-          });
+          auto h = chronos::go(SpawnOptions{.small_stack = true},
+                               [&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
           if (i % 3 == 0) {
             h.detach();  // nobody joins these; shutdown waits for them
           } else {
@@ -184,8 +183,9 @@ TEST(Runtime, UncaughtExceptionInADetachedFiberGoesToOnUncaught) {
 
 TEST(Runtime, DroppingTheHandleOfAFiberThatThrewReportsIt) {
   std::atomic<int> calls{0};
-  Runtime rt{Config{.workers = 1, .on_uncaught = [&](const chronos::FiberInfo&,
-                                                     std::exception_ptr) { ++calls; }}};
+  Runtime rt{
+      Config{.workers = 1,
+             .on_uncaught = [&](const chronos::FiberInfo&, std::exception_ptr) { ++calls; }}};
   auto h = rt.spawn([]() -> int { throw std::logic_error("late"); });
   while (!h.done()) std::this_thread::yield();
   EXPECT_EQ(calls.load(), 0);
@@ -197,8 +197,9 @@ TEST(RuntimeDeathTest, DefaultOnUncaughtPrintsTheFiberAndTerminates) {
   EXPECT_DEATH(
       {
         Runtime rt{Config{.workers = 1}};
-        rt.spawn(SpawnOptions{.name = "loud"}, [] { throw std::runtime_error("unhandled!"); })
-            .detach();
+        rt.spawn(SpawnOptions{.name = "loud"}, [] {
+            throw std::runtime_error("unhandled!");
+          }).detach();
         rt.shutdown();
       },
       "chronos: uncaught exception in fiber #[0-9]+ \"loud\": .*unhandled!");

@@ -25,8 +25,7 @@ class JoinHandle {
   JoinHandle() = default;
   // Used by go() and Runtime::spawn: `take` moves the result out of the payload.
   JoinHandle(detail::Fiber* f, T (*take)(void*)) noexcept : f_(f), take_(take) {}
-  JoinHandle(JoinHandle&& o) noexcept
-      : f_(std::exchange(o.f_, nullptr)), take_(o.take_) {}
+  JoinHandle(JoinHandle&& o) noexcept : f_(std::exchange(o.f_, nullptr)), take_(o.take_) {}
   JoinHandle& operator=(JoinHandle&& o) noexcept {
     if (this != &o) {
       detach();

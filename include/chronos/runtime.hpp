@@ -33,7 +33,7 @@ struct WorkerStats {
 
 struct RuntimeStats {
   std::vector<WorkerStats> workers;
-  std::uint64_t live_fibers = 0;  // spawned and not yet finished
+  std::uint64_t live_fibers = 0;    // spawned and not yet finished
   std::uint64_t stacks_mapped = 0;  // stacks the pool holds, in use or cached
 };
 
