@@ -19,8 +19,10 @@ static_assert(offsetof(bctx::transfer_t, data) == offsetof(Transfer, data));
 inline constexpr const char* kBackendName = "boost-fcontext";
 
 inline Context make(void* top, std::size_t size, EntryFn fn) {
-  // Same ABI: a function taking a two-pointer struct by value.
-  return bctx::make_fcontext(top, size, reinterpret_cast<void (*)(bctx::transfer_t)>(fn));
+  // The same ABI (a two-pointer struct by value, layouts checked above); the
+  // detour through void(*)() is the sanctioned spelling of that cast.
+  auto generic = reinterpret_cast<void (*)()>(fn);
+  return bctx::make_fcontext(top, size, reinterpret_cast<void (*)(bctx::transfer_t)>(generic));
 }
 
 inline Transfer jump(Context to, void* data) {

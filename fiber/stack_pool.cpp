@@ -57,11 +57,8 @@ void throw_stack_alloc_error(int err, std::size_t bytes) {
   throw std::system_error(err, std::generic_category(), msg);
 }
 
-StackPool::StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small, std::size_t max_cached)
-    : rt_(rt),
-      small_(small),
-      page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))),
-      max_cached_(max_cached) {
+StackPool::StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small)
+    : rt_(rt), small_(small), page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
   // The slot holds the requested stack plus the TCB and tail above it.
   slot_size_ =
       round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Fiber) + kTail, page_);
@@ -83,23 +80,16 @@ StackPool::~StackPool() {
   for (auto [base, len] : slabs_) ::munmap(base, len);
 }
 
-Fiber* StackPool::prepare(char* slot_lo) noexcept {
+Fiber* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
   char* top = slot_lo + slot_size_;
   auto* f = ::new (top - kTail - sizeof(Fiber)) Fiber();
-  f->first_in_slab = small_ && is_first_in_slab(slot_lo);
+  f->first_in_slab = first_in_slab;
   f->rt = rt_;
   f->pool = this;
   f->stack_lo = slot_lo;
   std::atomic_ref<std::uint64_t>(*canary_of(f)).store(canary_value(f), std::memory_order_relaxed);
   f->valgrind_id = arch::valgrind_stack_register(slot_lo, f);
   return f;
-}
-
-bool StackPool::is_first_in_slab(const char* slot_lo) const noexcept {
-  if (slot_lo == bump_slab_start_) return true;
-  for (auto [base, len] : slabs_)
-    if (base + page_ == slot_lo) return true;
-  return false;
 }
 
 void StackPool::map_normal(Fiber** out) {
@@ -112,7 +102,7 @@ void StackPool::map_normal(Fiber** out) {
     ::munmap(p, len);
     throw_stack_alloc_error(err, len);
   }
-  *out = prepare(static_cast<char*>(p) + page_);
+  *out = prepare(static_cast<char*>(p) + page_, false);
   (*out)->pool_index = static_cast<std::uint32_t>(normals_.size());
   normals_.push_back(*out);
   mapped_.fetch_add(1, std::memory_order_relaxed);
@@ -162,7 +152,6 @@ void StackPool::map_slab() {
   }
   slabs_.emplace_back(static_cast<char*>(p), len);
   bump_ = static_cast<char*>(p) + page_;
-  bump_slab_start_ = bump_;
   bump_end_ = static_cast<char*>(p) + len;
 }
 
@@ -172,10 +161,10 @@ std::size_t StackPool::take(Fiber** out, std::size_t n) {
   while (got < n && free_) {
     out[got++] = free_;
     free_ = free_->next;
-    --nfree_;
   }
+  nfree_.store(nfree_.load(std::memory_order_relaxed) - got, std::memory_order_relaxed);
   while (got < n && !trimmed_.empty()) {
-    out[got++] = prepare(trimmed_.back());
+    out[got++] = prepare(trimmed_.back().lo, trimmed_.back().first_in_slab);
     trimmed_.pop_back();
   }
   if (got > 0) return got;
@@ -190,7 +179,7 @@ std::size_t StackPool::take(Fiber** out, std::size_t n) {
       if (got > 0) break;
       map_slab();
     }
-    out[got++] = prepare(bump_);
+    out[got++] = prepare(bump_, bump_ == slabs_.back().first + page_);
     bump_ += slot_size_;
     mapped_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -206,21 +195,49 @@ void StackPool::give(Fiber* const* in, std::size_t n) noexcept {
   }
   std::lock_guard lock(mu_);
   for (std::size_t i = 0; i < n; ++i) {
-    Fiber* f = in[i];
-    if (nfree_ < max_cached_) {
-      f->next = free_;
-      free_ = f;
-      ++nfree_;
-    } else if (!small_) {
-      unmap_normal(f);
-    } else {
-      char* lo = f->stack_lo;
-      arch::valgrind_stack_deregister(f->valgrind_id);
-      f->~Fiber();
-      ::madvise(lo, slot_size_, MADV_DONTNEED);
-      trimmed_.push_back(lo);
+    in[i]->next = free_;
+    free_ = in[i];
+  }
+  nfree_.store(nfree_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+std::size_t StackPool::trim(std::size_t keep) noexcept {
+  if (nfree_.load(std::memory_order_relaxed) <= keep) return 0;
+  // Detach the excess under the lock, return its memory outside it.
+  Fiber* excess = nullptr;
+  std::size_t n = 0;
+  {
+    std::lock_guard lock(mu_);
+    while (nfree_.load(std::memory_order_relaxed) > keep && free_) {
+      Fiber* f = free_;
+      free_ = f->next;
+      f->next = excess;
+      excess = f;
+      nfree_.store(nfree_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      ++n;
     }
   }
+  std::vector<Trimmed> trimmed;
+  if (small_) trimmed.reserve(n);
+  while (excess) {
+    Fiber* f = excess;
+    excess = f->next;
+    if (!small_) {
+      std::lock_guard lock(mu_);  // unmap_normal edits the list of all stacks
+      unmap_normal(f);
+      continue;
+    }
+    Trimmed t{f->stack_lo, f->first_in_slab};
+    arch::valgrind_stack_deregister(f->valgrind_id);
+    f->~Fiber();
+    ::madvise(t.lo, slot_size_, MADV_DONTNEED);  // the TCB's page too: it reads as zeros now
+    trimmed.push_back(t);
+  }
+  if (!trimmed.empty()) {
+    std::lock_guard lock(mu_);
+    trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
+  }
+  return n;
 }
 
 }  // namespace chronos::detail

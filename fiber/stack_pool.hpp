@@ -22,8 +22,8 @@
 //
 // Pooling. take() and give() move batches between the pool's free list and a
 // worker's cache (sched/worker.hpp), under a mutex that a worker takes once per
-// batch, never per spawn. Past Config::max_cached_stacks free slots, a normal
-// stack is unmapped and a small one has its pages returned (MADV_DONTNEED).
+// batch, never per spawn. give() keeps everything; trim() returns the memory
+// of free slots past Config::max_cached_stacks, and only idle workers call it.
 #pragma once
 
 #include <atomic>
@@ -40,7 +40,7 @@ class StackPool {
  public:
   // stack_size: requested usable bytes, rounded up to pages. small: carve
   // slots from slabs instead of mapping each with a guard page.
-  StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small, std::size_t max_cached);
+  StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small);
   ~StackPool();
   StackPool(const StackPool&) = delete;
   StackPool& operator=(const StackPool&) = delete;
@@ -48,8 +48,16 @@ class StackPool {
   // Takes between 1 and n free TCBs into out, mapping more if none are free.
   // Throws std::system_error (ENOMEM) naming the limit that was hit.
   std::size_t take(Fiber** out, std::size_t n);
-  // Returns TCBs whose fibers are finished and released.
+  // Returns TCBs whose fibers are finished and released. Never unmaps: a
+  // burst keeps its stacks warm for the next one.
   void give(Fiber* const* in, std::size_t n) noexcept;
+
+  // Returns the memory of free stacks beyond `keep` to the kernel: a normal
+  // stack is unmapped, a small one madvise(MADV_DONTNEED)'d and rebuilt on
+  // reuse. Idle workers call this (Config::max_cached_stacks), so a burst does
+  // not pin its memory forever and a busy runtime never pays for it.
+  std::size_t trim(std::size_t keep) noexcept;
+  std::size_t free_count() const noexcept { return nfree_.load(std::memory_order_relaxed); }
 
   // Calls fn on every slot that holds a fiber (spawned, not yet released),
   // under the pool's lock. Off the hot path: shutdown and dumps use it.
@@ -85,8 +93,8 @@ class StackPool {
   static constexpr std::size_t kTail = 64;
 
  private:
-  Fiber* prepare(char* slot_lo) noexcept;  // builds a TCB at the top of a fresh slot
-  bool is_first_in_slab(const char* slot_lo) const noexcept;
+  // Builds a TCB at the top of a fresh (or trimmed) slot.
+  Fiber* prepare(char* slot_lo, bool first_in_slab) noexcept;
   void map_normal(Fiber** out);
   void map_slab();
   void unmap_normal(Fiber* f) noexcept;
@@ -95,17 +103,19 @@ class StackPool {
   const bool small_;
   const std::size_t page_;
   std::size_t slot_size_;  // a slot's bytes, guard excluded
-  const std::size_t max_cached_;
 
   std::mutex mu_;
-  Fiber* free_ = nullptr;  // linked through Fiber::next
-  std::size_t nfree_ = 0;
-  std::vector<char*> trimmed_;  // small slots whose pages were returned; TCB to rebuild
+  Fiber* free_ = nullptr;              // linked through Fiber::next
+  std::atomic<std::size_t> nfree_{0};  // written under mu_, read without it by trim()
+  struct Trimmed {
+    char* lo;
+    bool first_in_slab;
+  };
+  std::vector<Trimmed> trimmed_;  // small slots whose pages were returned; TCB to rebuild
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
   char* bump_ = nullptr;  // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;
-  char* bump_slab_start_ = nullptr;  // the first slot of the newest slab
-  std::vector<Fiber*> normals_;      // normal: every mapped stack (Fiber::pool_index is its place)
+  std::vector<Fiber*> normals_;  // normal: every mapped stack (Fiber::pool_index is its place)
   std::atomic<std::size_t> mapped_{0};
 };
 

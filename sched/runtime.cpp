@@ -57,8 +57,8 @@ std::string describe(const std::exception_ptr& e) {
 
 RuntimeImpl::RuntimeImpl(Config cfg)
     : cfg_(normalize(std::move(cfg))),
-      normal_pool_(this, cfg_.stack_size, false, cfg_.max_cached_stacks),
-      small_pool_(this, cfg_.small_stack_size, true, cfg_.max_cached_stacks),
+      normal_pool_(this, cfg_.stack_size, false),
+      small_pool_(this, cfg_.small_stack_size, true),
       inject_(kInjectCapacity) {
   install_overflow_handler(&running_fiber);
   for (unsigned i = 0; i < cfg_.workers; ++i) workers_.push_back(std::make_unique<Worker>(this, i));
@@ -131,6 +131,9 @@ void RuntimeImpl::idle_wait(Worker* w) {
     quiet_epoch_.fetch_add(1, std::memory_order_release);  // shutdown() re-checks
     futex_wake(&quiet_epoch_, INT_MAX);
   }
+  // Nothing to run: a good moment to hand a past burst's stacks back.
+  normal_pool_.trim(cfg_.max_cached_stacks);
+  small_pool_.trim(cfg_.max_cached_stacks);
   w->parks.bump();
   futex_wait(&wake_epoch_, epoch);
   sleepers_.fetch_sub(1, std::memory_order_relaxed);

@@ -46,7 +46,7 @@ TEST(Tcb, HotFieldsShareOneCacheLine) {
 }
 
 TEST(StackPool, NormalStacksAreReusedNotRemapped) {
-  StackPool pool(nullptr, 64 * 1024, false, 1024);
+  StackPool pool(nullptr, 64 * 1024, false);
   std::vector<Fiber*> first(8);
   for (auto& f : first) ASSERT_EQ(pool.take(&f, 1), 1u);
   EXPECT_EQ(pool.mapped_slots(), 8u);
@@ -80,7 +80,7 @@ std::string perms_of(const void* p) {
 }
 
 TEST(StackPool, GuardPageBelowEveryNormalStackIsInaccessible) {
-  StackPool pool(nullptr, 64 * 1024, false, 16);
+  StackPool pool(nullptr, 64 * 1024, false);
   Fiber* f;
   ASSERT_EQ(pool.take(&f, 1), 1u);
   EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
@@ -89,7 +89,7 @@ TEST(StackPool, GuardPageBelowEveryNormalStackIsInaccessible) {
 }
 
 TEST(StackPool, EverySmallSlabStartsWithAGuardPage) {
-  StackPool pool(nullptr, 16 * 1024, true, 16);
+  StackPool pool(nullptr, 16 * 1024, true);
   Fiber* f;
   ASSERT_EQ(pool.take(&f, 1), 1u);  // the first slot of a fresh slab
   EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
@@ -97,7 +97,7 @@ TEST(StackPool, EverySmallSlabStartsWithAGuardPage) {
 }
 
 TEST(StackPool, SmallSlotsComeFromSlabsWithIntactCanaries) {
-  StackPool pool(nullptr, 16 * 1024, true, 1 << 20);
+  StackPool pool(nullptr, 16 * 1024, true);
   std::vector<Fiber*> fibers(1000);
   std::size_t got = 0;
   while (got < fibers.size()) got += pool.take(fibers.data() + got, fibers.size() - got);
@@ -122,17 +122,35 @@ TEST(StackPool, SmallSlotsComeFromSlabsWithIntactCanaries) {
   pool.give(fibers.data(), fibers.size());
 }
 
-TEST(StackPool, PastTheCacheLimitNormalStacksAreUnmappedAndSmallOnesTrimmed) {
-  StackPool normal(nullptr, 32 * 1024, false, 4);
+TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
+  StackPool normal(nullptr, 32 * 1024, false);
   std::vector<Fiber*> n(10);
   for (auto& f : n) normal.take(&f, 1);
   normal.give(n.data(), n.size());
+  EXPECT_EQ(normal.mapped_slots(), 10u);  // give() keeps everything
+  EXPECT_EQ(normal.trim(4), 6u);
   EXPECT_EQ(normal.mapped_slots(), 4u);  // 6 unmapped
+  EXPECT_EQ(normal.free_count(), 4u);
+  EXPECT_EQ(normal.trim(4), 0u);
 
-  StackPool small(nullptr, 16 * 1024, true, 4);
+  StackPool small(nullptr, 16 * 1024, true);
   std::vector<Fiber*> s(10);
   for (auto& f : s) small.take(&f, 1);
+  std::vector<char*> los;
+  for (Fiber* f : s) {
+    f->stack_lo[100] = 1;  // touch a page below the TCB
+    los.push_back(f->stack_lo);
+  }
   small.give(s.data(), s.size());
+  EXPECT_EQ(small.trim(4), 6u);
+  EXPECT_EQ(small.free_count(), 4u);
+  int resident = 0;
+  for (char* lo : los) {
+    unsigned char v = 0;
+    ASSERT_EQ(mincore(lo, 1, &v), 0);
+    resident += v & 1;
+  }
+  EXPECT_EQ(resident, 4);  // the trimmed six gave their pages back
   // Trimmed slots stay mapped (they are inside a slab) but come back rebuilt.
   std::vector<Fiber*> again(10);
   for (auto& f : again) {
@@ -144,7 +162,7 @@ TEST(StackPool, PastTheCacheLimitNormalStacksAreUnmappedAndSmallOnesTrimmed) {
 }
 
 TEST(StackPool, ForEachFiberVisitsOnlySlotsInUse) {
-  StackPool pool(nullptr, 16 * 1024, true, 64);
+  StackPool pool(nullptr, 16 * 1024, true);
   std::vector<Fiber*> f(5);
   for (auto& x : f) pool.take(&x, 1);
   static const PayloadOps ops{};  // any non-null ops marks a slot in use

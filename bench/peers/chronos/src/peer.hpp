@@ -1,8 +1,11 @@
 // bench/peers/chronos/src/peer.hpp: what the chronos peer programs share, for
 // ../shared/peers/run.sh (see its README, "Adding a peer" and "The RESULT line").
 //
-//  * Args: --threads N, --n N and the program's own switches, as `--name value`
-//    or `--name=value`, parsed by hand. Bad input exits 2.
+//  * Args: --threads N, --n N and, for spawn, --small / --normal and
+//    --max-cached N, as `--name value` or `--name=value`, parsed by hand. Bad
+//    input exits 2.
+//  * guarded(): runs the program; an exception (a failed stack mapping, say)
+//    is reported on stderr and exits 1 without a RESULT line.
 //  * result(): the one `RESULT workload=... peer=chronos threads=...` line on
 //    stdout; everything else goes to stderr.
 #pragma once
@@ -11,7 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <exception>
 #include <string>
 
 namespace peer {
@@ -24,12 +27,13 @@ namespace peer {
 struct Args {
   long threads;
   long n;
-  bool small = true;  // spawn only: --small (default) or --normal
+  bool small = true;    // spawn only: --small (default) or --normal
+  long max_cached = 0;  // spawn only: Config::max_cached_stacks; 0: the library's default
 };
 
-// switches: whether --small / --normal are accepted.
+// spawn_flags: whether --small, --normal and --max-cached are accepted.
 inline Args parse(int argc, char** argv, const char* prog, long def_threads, long def_n,
-                  bool switches) {
+                  bool spawn_flags) {
   Args a{def_threads, def_n};
   auto number = [&](const std::string& name, const std::string& v) {
     char* end = nullptr;
@@ -43,17 +47,18 @@ inline Args parse(int argc, char** argv, const char* prog, long def_threads, lon
     std::string arg = argv[i], value;
     if (arg == "-h" || arg == "--help") {
       std::printf("usage: %s [--threads N (default %ld)] [--n N (default %ld)]%s\n", prog,
-                  def_threads, def_n, switches ? " [--small (default) | --normal]" : "");
+                  def_threads, def_n,
+                  spawn_flags ? " [--small (default) | --normal] [--max-cached N]" : "");
       std::exit(0);
     }
-    if (switches && (arg == "--small" || arg == "--normal")) {
+    if (spawn_flags && (arg == "--small" || arg == "--normal")) {
       a.small = arg == "--small";
       continue;
     }
     if (auto eq = arg.find('='); eq != std::string::npos) {
       value = arg.substr(eq + 1);
       arg.resize(eq);
-    } else if (arg == "--threads" || arg == "--n") {
+    } else if (arg == "--threads" || arg == "--n" || (spawn_flags && arg == "--max-cached")) {
       if (i + 1 >= argc) usage_error(prog, arg + " needs a value");
       value = argv[++i];
     }
@@ -61,6 +66,8 @@ inline Args parse(int argc, char** argv, const char* prog, long def_threads, lon
       a.threads = number("threads", value);
     } else if (arg == "--n") {
       a.n = number("n", value);
+    } else if (spawn_flags && arg == "--max-cached") {
+      a.max_cached = number("max-cached", value);
     } else {
       usage_error(prog, "unknown argument '" + std::string(argv[i]) + "'");
     }
@@ -80,6 +87,17 @@ inline void result(const char* workload, long threads, long n, const char* metri
   std::printf("RESULT workload=%s peer=chronos threads=%ld n=%ld %s=%.2f%s\n", workload, threads, n,
               metric, value, extra.c_str());
   std::fflush(stdout);
+}
+
+template <class F>
+int guarded(const char* prog, F&& body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", prog, e.what());
+    return 1;
+  }
 }
 
 }  // namespace peer

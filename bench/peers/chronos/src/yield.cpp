@@ -32,12 +32,14 @@ double run(long n) {
 
 int main(int argc, char** argv) {
   const peer::Args args = peer::parse(argc, argv, "yield", 1, 10'000'000, false);
-  chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
-  const long yields = args.n / 2 * 2;
-  const double ns = rt.block_on([&] {
-    run(std::max(args.n / 10, 2L));
-    return run(args.n);
+  return peer::guarded("yield", [&] {
+    chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
+    const long yields = args.n / 2 * 2;
+    const double ns = rt.block_on([&] {
+      run(std::max(args.n / 10, 2L));  // warm-up
+      return run(args.n);
+    });
+    peer::result("yield", static_cast<long>(rt.workers()), yields, "ns_per_yield",
+                 ns / static_cast<double>(yields));
   });
-  peer::result("yield", static_cast<long>(rt.workers()), yields, "ns_per_yield",
-               ns / static_cast<double>(yields));
 }
