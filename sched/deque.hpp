@@ -1,0 +1,124 @@
+// sched/deque.hpp: a worker's run queue, the Chase-Lev work-stealing deque.
+//
+//   D. Chase and Y. Lev, "Dynamic Circular Work-Stealing Deque", SPAA 2005.
+//   N. M. Lê, A. Pop, A. Cohen and F. Zappa Nardelli, "Correct and Efficient
+//   Work-Stealing for Weak Memory Models", PPoPP 2013 (the memory orders).
+//
+// One owner pushes and pops at the bottom, LIFO, with plain loads and stores
+// on the fast path; only taking the last item races with thieves, and that
+// race is settled by a CAS on `top`. Any number of thieves take from the top,
+// FIFO, by CAS on `top`. Here a thief may take a batch: up to half of what it
+// sees, in one CAS, which amortises the CAS over the batch (as Tokio's
+// steal_into does).
+//
+// Unlike the paper the ring does not grow: its capacity is fixed, a power of
+// two, and it is allocated and touched once when the worker starts. push()
+// reports a full ring, and the worker moves half of it to the injection queue
+// (Worker::push), so nothing is lost and nothing waits.
+//
+// Indices only ever grow (64-bit, they do not wrap in practice); a slot is
+// index & mask. The invariant is top <= bottom + 1, with bottom - top items.
+//
+// Why each order is enough (numbers refer to Lê et al., fig. 1):
+//   push   the slot store is relaxed; the release store of `bottom` publishes
+//          it to a thief that acquires `bottom`.
+//   pop    bottom is decremented with a relaxed store, then a seq_cst fence
+//          orders it before the load of `top`: either the thief's CAS sees
+//          the smaller bottom, or we see its larger top. For the last item
+//          both sides CAS `top` (seq_cst, as in the paper), so exactly one
+//          takes it.
+//   steal  `top` is loaded with acquire, then a seq_cst fence, then `bottom`
+//          with acquire (pairs with push's release, so the slots are
+//          visible). The slots are read before the CAS; a successful CAS
+//          (seq_cst) proves nobody took them meanwhile, and the size check
+//          against capacity proves the owner has not overwritten them.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "fiber/tcb.hpp"
+
+namespace chronos::detail {
+
+class ChaseLevDeque {
+ public:
+  explicit ChaseLevDeque(std::size_t capacity_pow2)
+      : mask_(capacity_pow2 - 1), slots_(new std::atomic<Fiber*>[capacity_pow2]) {
+    // Touch every page now, not on the first burst of spawns.
+    for (std::size_t i = 0; i < capacity_pow2; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
+  }
+  ChaseLevDeque(const ChaseLevDeque&) = delete;
+  ChaseLevDeque& operator=(const ChaseLevDeque&) = delete;
+
+  std::size_t capacity() const noexcept { return mask_ + 1; }
+
+  // Owner only. Returns false if the ring is full (nothing changed).
+  bool push(Fiber* f) noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    // acquire: a stale (smaller) top only makes us think the ring fuller.
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    if (b - t > static_cast<std::int64_t>(mask_)) return false;
+    slots_[static_cast<std::size_t>(b) & mask_].store(f, std::memory_order_relaxed);
+    bottom_.store(b + 1, std::memory_order_release);  // release: publishes the slot to thieves
+    return true;
+  }
+
+  // Owner only. The most recently pushed fiber, or null.
+  Fiber* pop() noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    bottom_.store(b, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // order our bottom before reading top
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    if (t > b) {  // empty
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    Fiber* f = slots_[static_cast<std::size_t>(b) & mask_].load(std::memory_order_relaxed);
+    if (t == b) {  // the last item: race the thieves for it
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
+        f = nullptr;  // a thief won
+      bottom_.store(b + 1, std::memory_order_relaxed);
+    }
+    return f;
+  }
+
+  // Any thread. Takes up to `max` (and at most half, rounded up) of the
+  // oldest fibers into out[]. Returns how many; 0 if empty or if it lost a
+  // race (the caller may retry or move on).
+  std::size_t steal(Fiber** out, std::size_t max) noexcept {
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::int64_t b = bottom_.load(std::memory_order_acquire);
+    if (t >= b) return 0;
+    auto n = static_cast<std::size_t>((b - t + 1) / 2);
+    if (n > max) n = max;
+    for (std::size_t i = 0; i < n; ++i)
+      out[i] = slots_[static_cast<std::size_t>(t) + i & mask_].load(std::memory_order_relaxed);
+    if (!top_.compare_exchange_strong(t, t + static_cast<std::int64_t>(n),
+                                      std::memory_order_seq_cst, std::memory_order_relaxed))
+      return 0;
+    return n;
+  }
+
+  // Any thread; a snapshot that may be stale at once.
+  std::size_t size() const noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_acquire);
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    return b > t ? static_cast<std::size_t>(b - t) : 0;
+  }
+  bool empty() const noexcept { return size() == 0; }
+
+ private:
+  alignas(64) std::atomic<std::int64_t> top_{0};     // thieves' end
+  alignas(64) std::atomic<std::int64_t> bottom_{0};  // owner's end
+  alignas(64) const std::size_t mask_;
+  std::unique_ptr<std::atomic<Fiber*>[]> slots_;
+};
+
+}  // namespace chronos::detail
