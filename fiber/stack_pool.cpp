@@ -13,10 +13,6 @@
 #include <string>
 #include <system_error>
 
-#if CHRONOS_ASAN
-#include <sanitizer/asan_interface.h>
-#endif
-
 namespace chronos::detail {
 namespace {
 
@@ -187,12 +183,6 @@ std::size_t StackPool::take(Fiber** out, std::size_t n) {
 }
 
 void StackPool::give(Fiber* const* in, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-#if CHRONOS_ASAN
-    // Frames that never returned (the entry's) leave poisoned redzones behind.
-    ASAN_UNPOISON_MEMORY_REGION(in[i]->stack_lo, reinterpret_cast<char*>(in[i]) - in[i]->stack_lo);
-#endif
-  }
   std::lock_guard lock(mu_);
   for (std::size_t i = 0; i < n; ++i) {
     in[i]->next = free_;

@@ -47,7 +47,7 @@ Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
   }
   w->spawned.bump();
   f->set_state(FiberState::kReady, w);
-  w->push_local(f);
+  w->push(f);
   return f;
 }
 

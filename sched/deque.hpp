@@ -50,7 +50,8 @@ class ChaseLevDeque {
   explicit ChaseLevDeque(std::size_t capacity_pow2)
       : mask_(capacity_pow2 - 1), slots_(new std::atomic<Fiber*>[capacity_pow2]) {
     // Touch every page now, not on the first burst of spawns.
-    for (std::size_t i = 0; i < capacity_pow2; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < capacity_pow2; ++i)
+      slots_[i].store(nullptr, std::memory_order_relaxed);
   }
   ChaseLevDeque(const ChaseLevDeque&) = delete;
   ChaseLevDeque& operator=(const ChaseLevDeque&) = delete;
@@ -99,7 +100,7 @@ class ChaseLevDeque {
     auto n = static_cast<std::size_t>((b - t + 1) / 2);
     if (n > max) n = max;
     for (std::size_t i = 0; i < n; ++i)
-      out[i] = slots_[static_cast<std::size_t>(t) + i & mask_].load(std::memory_order_relaxed);
+      out[i] = slots_[(static_cast<std::size_t>(t) + i) & mask_].load(std::memory_order_relaxed);
     if (!top_.compare_exchange_strong(t, t + static_cast<std::int64_t>(n),
                                       std::memory_order_seq_cst, std::memory_order_relaxed))
       return 0;

@@ -7,15 +7,19 @@
 // claim a cell by CAS on `tail_`, consumers by CAS on `head_`, and the
 // sequence store publishes the cell.
 //
-// Full queue: push() returns false and the caller decides. Runtime::spawn
+// Full ring: push() returns false and the caller decides. Runtime::spawn
 // applies back-pressure (it waits, yielding the thread, until a worker makes
-// room), so no fiber is ever dropped. See README, "Spawning from outside".
+// room). A worker must never wait, so its overflow goes through spill(): an
+// unbounded list under a mutex, used only while the ring is full, and checked
+// by pop() (through an atomic count, without the lock) after the ring. No
+// fiber is ever dropped. See README, "Spawning from outside".
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "fiber/tcb.hpp"
 
@@ -52,7 +56,41 @@ class InjectQueue {
     }
   }
 
+  // Never fails: the ring, or the spill list when the ring is full.
+  void push_or_spill(Fiber* f) noexcept {
+    if (push(f)) return;
+    std::lock_guard lock(spill_mu_);
+    f->next = nullptr;
+    if (spill_tail_) {
+      spill_tail_->next = f;
+    } else {
+      spill_head_ = f;
+    }
+    spill_tail_ = f;
+    spilled_.fetch_add(1, std::memory_order_release);
+  }
+
   Fiber* pop() noexcept {
+    if (Fiber* f = pop_ring()) return f;
+    if (spilled_.load(std::memory_order_acquire) == 0) return nullptr;
+    std::lock_guard lock(spill_mu_);
+    Fiber* f = spill_head_;
+    if (f) {
+      spill_head_ = f->next;
+      if (!spill_head_) spill_tail_ = nullptr;
+      spilled_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return f;
+  }
+
+  // A hint: may be stale by the time the caller acts on it.
+  bool empty() const noexcept {
+    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) &&
+           spilled_.load(std::memory_order_acquire) == 0;
+  }
+
+ private:
+  Fiber* pop_ring() noexcept {
     std::size_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cells_[pos & mask_];
@@ -74,12 +112,6 @@ class InjectQueue {
     }
   }
 
-  // A hint: may be stale by the time the caller acts on it.
-  bool empty() const noexcept {
-    return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire);
-  }
-
- private:
   struct Cell {
     std::atomic<std::size_t> seq;
     Fiber* f;
@@ -88,6 +120,10 @@ class InjectQueue {
   std::unique_ptr<Cell[]> cells_;
   alignas(64) std::atomic<std::size_t> head_{0};  // consumers
   alignas(64) std::atomic<std::size_t> tail_{0};  // producers
+  alignas(64) std::atomic<std::size_t> spilled_{0};
+  std::mutex spill_mu_;
+  Fiber* spill_head_ = nullptr;
+  Fiber* spill_tail_ = nullptr;
 };
 
 }  // namespace chronos::detail

@@ -1,5 +1,8 @@
 // sched/runtime.cpp: starting, feeding, idling and stopping the runtime.
+#include <pthread.h>
 #include <sched.h>
+
+#include <immintrin.h>
 
 #include <climits>
 #include <cstdio>
@@ -22,18 +25,29 @@ Fiber* running_fiber() noexcept {
   return (w && w->current != &w->main) ? w->current : nullptr;
 }
 
-unsigned cpus_available() {
+std::vector<int> cpus_available() {
+  std::vector<int> cpus;
   cpu_set_t set;
   CPU_ZERO(&set);
   if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-    int n = CPU_COUNT(&set);
-    if (n > 0) return static_cast<unsigned>(n);
+    for (int i = 0; i < CPU_SETSIZE; ++i)
+      if (CPU_ISSET(i, &set)) cpus.push_back(i);
   }
-  return 1;
+  return cpus;
+}
+
+std::size_t round_up_pow2(std::size_t n) {
+  std::size_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
 }
 
 Config normalize(Config c) {
-  if (c.workers == 0) c.workers = cpus_available();
+  if (c.workers == 0)
+    c.workers = static_cast<unsigned>(std::max<std::size_t>(1, cpus_available().size()));
+  if (c.run_queue_capacity < 16 || c.run_queue_capacity > (1u << 24))
+    throw std::invalid_argument("chronos: Config::run_queue_capacity must be 16 to 2^24");
+  c.run_queue_capacity = round_up_pow2(c.run_queue_capacity);
   if (c.workers > 4096)
     throw std::invalid_argument("chronos: Config::workers must be at most 4096");
   if (c.stack_size < 16 * 1024)
@@ -59,9 +73,11 @@ RuntimeImpl::RuntimeImpl(Config cfg)
     : cfg_(normalize(std::move(cfg))),
       normal_pool_(this, cfg_.stack_size, false),
       small_pool_(this, cfg_.small_stack_size, true),
-      inject_(kInjectCapacity) {
+      inject_(kInjectCapacity),
+      cpus_(cpus_available()) {
   install_overflow_handler(&running_fiber);
-  for (unsigned i = 0; i < cfg_.workers; ++i) workers_.push_back(std::make_unique<Worker>(this, i));
+  for (unsigned i = 0; i < cfg_.workers; ++i)
+    workers_.push_back(std::make_unique<Worker>(this, i, cfg_.run_queue_capacity));
   try {
     for (auto& w : workers_) threads_.emplace_back([w = w.get()] { w->run(); });
   } catch (...) {
@@ -101,10 +117,20 @@ Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* o
 }
 
 void RuntimeImpl::inject(Fiber* f) noexcept {
-  // Back-pressure: a full queue (65,536 fibers waiting to be picked up) makes
-  // the producer wait for the workers instead of dropping or failing.
+  // Back-pressure: a full ring (65,536 fibers waiting to be picked up) makes
+  // the producer wait for the workers instead of dropping or failing. A
+  // worker never comes here for its own overflow (inject_batch).
   while (!inject_.push(f)) std::this_thread::yield();
   wake_one();
+}
+
+void RuntimeImpl::inject_batch(Fiber* const* fs, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) inject_.push_or_spill(fs[i]);
+  if (n) wake_one();
+}
+
+Fiber* RuntimeImpl::inject_pop() noexcept {
+  return inject_.pop();
 }
 
 void RuntimeImpl::wake_one() noexcept {
@@ -116,14 +142,70 @@ void RuntimeImpl::wake_one() noexcept {
   }
 }
 
+void RuntimeImpl::notify_work() noexcept {
+  // Cheap when it matters: one relaxed load while every worker is busy. No
+  // fence here (as in Go): a worker going to sleep at this very moment may
+  // miss this fiber, which then waits for its own worker, never forever.
+  if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+  std::uint32_t idle_spinners = 0;
+  // Claim the spinning slot for the worker we wake, so that a burst of
+  // spawns wakes one worker, not one per spawn. It passes the work on when it
+  // finds some (spin_for_work), which wakes as many as there is work for.
+  if (!spinning_.compare_exchange_strong(idle_spinners, 1, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed))
+    return;
+  spin_token_.store(true, std::memory_order_release);
+  wake_epoch_.fetch_add(1, std::memory_order_release);
+  futex_wake(&wake_epoch_, 1);
+}
+
+Fiber* RuntimeImpl::spin_for_work(Worker* w) {
+  if (workers_.size() < 2) return nullptr;  // nobody to steal from
+  // Take the slot notify_work() reserved for us, or one of kMaxSpinners.
+  if (!spin_token_.exchange(false, std::memory_order_acq_rel)) {
+    std::uint32_t s = spinning_.load(std::memory_order_relaxed);
+    do {
+      if (s >= kMaxSpinners) return nullptr;
+    } while (!spinning_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+  }
+  Fiber* f = nullptr;
+  for (int round = 0; round < kSpinRounds && !f && !exiting(); ++round) {
+    f = w->pop_runnable();
+    if (!f)
+      for (int k = 0; k < 16; ++k) _mm_pause();
+  }
+  std::uint32_t left = spinning_.fetch_sub(1, std::memory_order_acq_rel) - 1;
+  // The last spinner found work: there may be more, so wake another to look
+  // (Go's resetspinning). A spinner that found none just goes idle.
+  if (f && left == 0) notify_work();
+  return f;
+}
+
+void RuntimeImpl::pin(unsigned index) noexcept {
+  if (!cfg_.pin_workers || cpus_.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpus_[index % cpus_.size()], &set);
+  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);  // best effort
+}
+
+bool RuntimeImpl::any_work_visible() const noexcept {
+  if (!inject_.empty() || spin_token_.load(std::memory_order_relaxed)) return true;
+  for (auto& w : workers_)
+    if (!w->deques_empty()) return true;
+  return false;
+}
+
 void RuntimeImpl::idle_wait(Worker* w) {
   std::uint32_t epoch = wake_epoch_.load(std::memory_order_relaxed);
   // seq_cst RMW: also releases this worker's counters to shutdown(), which
   // reads them after seeing every worker asleep.
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
-  std::atomic_thread_fence(
-      std::memory_order_seq_cst);  // the sleeper's half: announce, fence, check
-  if (!inject_.empty() || exiting()) {
+  // The sleeper's half of the wake-up rule: announce, fence, re-check every
+  // queue a fiber could be waiting in.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (exiting() || w->has_local_work() || any_work_visible()) {
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
@@ -149,16 +231,22 @@ std::int64_t RuntimeImpl::live() const noexcept {
 
 int RuntimeImpl::unwind_parked() {
   // Quiescent: no fiber runs, none is queued, and nothing outside can wake the
-  // parked ones. Resume each once more, marked to unwind.
-  auto visit = [](Fiber* f, void* self) {
-    if (f->load_state() != FiberState::kWaiting) return;
+  // parked ones. Claim every parked fiber first (Waiting -> Ready, the same
+  // CAS a waker uses), marking it to unwind, and only then let any run: a
+  // fiber unwinding early must not resume one of the others normally.
+  std::vector<Fiber*> parked;
+  auto visit = [](Fiber* f, void* out) {
+    std::uint64_t s = f->state.load(std::memory_order_relaxed);
+    if (state_word::state(s) != FiberState::kWaiting) return;
     f->unwinding = true;
-    if (wake(nullptr, f)) ++*static_cast<int*>(self);
+    if (f->state.compare_exchange_strong(s, state_word::with(s, FiberState::kReady, nullptr),
+                                         std::memory_order_relaxed))
+      static_cast<std::vector<Fiber*>*>(out)->push_back(f);
   };
-  int woken = 0;
-  normal_pool_.for_each_fiber(visit, &woken);
-  small_pool_.for_each_fiber(visit, &woken);
-  return woken;
+  normal_pool_.for_each_fiber(visit, &parked);
+  small_pool_.for_each_fiber(visit, &parked);
+  inject_batch(parked.data(), parked.size());
+  return static_cast<int>(parked.size());
 }
 
 void RuntimeImpl::shutdown() {
@@ -173,7 +261,7 @@ void RuntimeImpl::shutdown() {
   const auto n = static_cast<std::uint32_t>(workers_.size());
   for (;;) {
     std::uint32_t epoch = quiet_epoch_.load(std::memory_order_acquire);
-    if (sleepers_.load(std::memory_order_seq_cst) == n && inject_.empty()) {
+    if (sleepers_.load(std::memory_order_seq_cst) == n && !any_work_visible()) {
       if (live() == 0) break;
       if (unwind_parked() > 0) continue;  // wakes what is parked forever, then re-check
     }
@@ -227,8 +315,9 @@ std::size_t RuntimeImpl::unreleased_fibers() {
 RuntimeStats RuntimeImpl::stats() const {
   RuntimeStats s;
   for (auto& w : workers_) {
-    s.workers.push_back(
-        WorkerStats{w->fibers_run.get(), w->spawned.get(), w->parks.get(), w->wakeups.get()});
+    s.workers.push_back(WorkerStats{w->fibers_run.get(), w->spawned.get(), w->steals.get(),
+                                    w->stolen.get(), w->failed_steals.get(), w->parks.get(),
+                                    w->wakeups.get()});
   }
   std::int64_t l = live();
   s.live_fibers = l > 0 ? static_cast<std::uint64_t>(l) : 0;

@@ -22,8 +22,25 @@ class RuntimeImpl {
 
   // Runtime::spawn: from any thread, through the injection queue.
   Fiber* spawn_external(const SpawnOptions& opts, const PayloadOps* ops, void* src);
-  // Queues a ready fiber from a thread that is not one of our workers.
+  // Queues ready fibers on the shared injection queue and wakes a worker.
+  // From any thread. inject() is what Runtime::spawn and foreign wake-ups use:
+  // it waits for room if the ring is full (back-pressure). inject_batch() is
+  // for workers, which must never wait: past the ring it spills to a list.
   void inject(Fiber* f) noexcept;
+  void inject_batch(Fiber* const* fs, std::size_t n) noexcept;
+  Fiber* inject_pop() noexcept;
+
+  // A worker queued work on its own deque: if workers sleep and none spins,
+  // wake one to come and steal (it starts out spinning). Go's wakep().
+  void notify_work() noexcept;
+  bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_relaxed) != 0; }
+  // Called by a worker that found nothing to run: spins a bounded while,
+  // looking for work (stealing), if fewer than kMaxSpinners already spin.
+  Fiber* spin_for_work(Worker* w);
+  // Pins the calling worker thread to its CPU, if Config::pin_workers.
+  void pin(unsigned index) noexcept;
+
+  Worker* worker(unsigned i) noexcept { return workers_[i].get(); }
 
   void shutdown();
   // Finished fibers whose JoinHandle has not been joined or dropped yet.
@@ -50,8 +67,12 @@ class RuntimeImpl {
 
   const Config& config() const noexcept { return cfg_; }
 
+  static constexpr std::uint32_t kMaxSpinners = 2;
+  static constexpr int kSpinRounds = 64;
+
  private:
   void wake_one() noexcept;
+  bool any_work_visible() const noexcept;
   bool quiescent() const noexcept;
   std::int64_t live() const noexcept;
   int unwind_parked();
@@ -60,6 +81,7 @@ class RuntimeImpl {
   StackPool normal_pool_;
   StackPool small_pool_;
   InjectQueue inject_;
+  std::vector<int> cpus_;  // the CPUs we may run on, for pinning
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
 
@@ -70,6 +92,10 @@ class RuntimeImpl {
 
   alignas(64) std::atomic<std::uint32_t> sleepers_{0};
   std::atomic<std::uint32_t> wake_epoch_{0};
+  alignas(64) std::atomic<std::uint32_t> spinning_{0};
+  // A spinning slot handed to a worker that notify_work() woke; whoever goes
+  // idle or wakes next takes it (see notify_work).
+  std::atomic<bool> spin_token_{false};
   alignas(64) std::atomic<std::uint32_t> quiet_epoch_{
       0};  // bumped when a worker idles after shutdown()
   alignas(64) std::atomic<std::uint64_t> external_spawned_{0};  // by Runtime::spawn (see live())

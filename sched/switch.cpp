@@ -96,7 +96,7 @@ Worker* finish_switch(arch::Transfer t) {
       break;
     case PostAction::kRequeue:
       prev->set_state(FiberState::kReady, w);
-      w->push_local(prev);
+      w->push_yielded(prev);
       break;
     case PostAction::kPark:
       if (!rec->commit(rec->arg, prev)) wake(w, prev);  // the event already happened
@@ -228,7 +228,7 @@ bool wake(Worker* w, Fiber* f) noexcept {
   bool local = w && w->rt == f->rt;
   if (!claim(f, FiberState::kReady, local ? w : nullptr)) return false;
   if (local) {
-    w->push_local(f);
+    w->push_next(f);  // woken here: runs next, for locality
   } else {
     f->rt->inject(f);
   }

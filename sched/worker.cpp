@@ -1,7 +1,9 @@
-// sched/worker.cpp: the worker thread's loop and its owner-only helpers.
+// sched/worker.cpp: the worker thread's loop, its run queues and stealing.
+// The queue order and the fairness rules are at the top of worker.hpp.
 #include "sched/worker.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <cstdio>
 
@@ -22,7 +24,12 @@ void set_current_worker(Worker* w) noexcept {
   t_worker = w;
 }
 
-Worker::Worker(RuntimeImpl* runtime, unsigned idx) : rt(runtime), index(idx) {
+Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
+    : rt(runtime),
+      index(idx),
+      deques_{ChaseLevDeque(deque_capacity), ChaseLevDeque(deque_capacity),
+              ChaseLevDeque(deque_capacity)},
+      rng_(0x9E3779B97F4A7C15ull * (idx + 1)) {
   main.rt = runtime;
   current = &main;
 }
@@ -33,6 +40,7 @@ void Worker::run() {
   char name[16];
   std::snprintf(name, sizeof name, "chronos-w%u", index);
   ::pthread_setname_np(::pthread_self(), name);
+  rt->pin(index);
   set_current_worker(this);
   AltSignalStack alt_stack;  // for the stack-overflow report
   arch::sanitizer_init_thread(main.san);
@@ -40,7 +48,9 @@ void Worker::run() {
   current = &main;
 
   for (;;) {
-    if (Fiber* f = pop_runnable()) {
+    Fiber* f = pop_runnable();
+    if (!f) f = rt->spin_for_work(this);
+    if (f) {
       run_fiber(this, f);  // returns when a fiber switches back to this loop
       continue;
     }
@@ -55,13 +65,129 @@ void Worker::run() {
   set_current_worker(nullptr);
 }
 
-Fiber* Worker::pop_runnable() noexcept {
-  if (--tick_ == 0) [[unlikely]] {
-    tick_ = kInjectTick;
-    if (Fiber* f = rt->inject_queue().pop()) return f;
+void Worker::push(Fiber* f) noexcept {
+  PriorityClass c = class_of(f);
+  while (!deques_[c].push(f)) overflow(c);
+  rt->notify_work();
+}
+
+void Worker::push_next(Fiber* f) noexcept {
+  if (Fiber* old = runnext_) {
+    PriorityClass c = class_of(old);
+    while (!deques_[c].push(old)) overflow(c);
   }
-  if (Fiber* f = pop_local()) return f;
-  return rt->inject_queue().pop();
+  runnext_ = f;
+  rt->notify_work();
+}
+
+void Worker::push_yielded(Fiber* f) noexcept {
+  if (rt->has_sleepers()) {  // an idle worker could run it: let it
+    rt->inject(f);
+    return;
+  }
+  f->next = nullptr;
+  if (yield_tail_) {
+    yield_tail_->next = f;
+  } else {
+    yield_head_ = f;
+  }
+  yield_tail_ = f;
+}
+
+// The deque is full: move its older half to the injection queue, where any
+// worker can take it. Never blocks and never drops a fiber.
+void Worker::overflow(PriorityClass c) noexcept {
+  Fiber* batch[256];
+  std::size_t n = deques_[c].steal(batch, sizeof batch / sizeof batch[0]);
+  rt->inject_batch(batch, n);
+}
+
+Fiber* Worker::pop_oldest() noexcept {
+  if (Fiber* f = yield_head_) {
+    yield_head_ = f->next;
+    if (!yield_head_) yield_tail_ = nullptr;
+    return f;
+  }
+  Fiber* out[1];
+  for (unsigned c : {kLow, kNormal, kHigh})
+    if (deques_[c].steal(out, 1) == 1) return out[0];
+  return nullptr;
+}
+
+Fiber* Worker::pop_runnable() noexcept {
+  ++tick_;
+  if (tick_ % kInjectTick == 0) [[unlikely]] {
+    if (Fiber* f = rt->inject_pop()) return f;
+  }
+  if (tick_ % kFairTick == 0) [[unlikely]] {
+    if (Fiber* f = pop_oldest()) return f;
+  }
+  if (Fiber* f = runnext_) {
+    // runnext goes first, unless it has had its streak, or it is not high
+    // class and a high-class fiber waits.
+    if (runnext_streak_ < kRunnextStreak && (class_of(f) == kHigh || deques_[kHigh].empty())) {
+      ++runnext_streak_;
+      runnext_ = nullptr;
+      return f;
+    }
+  }
+  runnext_streak_ = 0;
+  for (auto& d : deques_)
+    if (Fiber* f = d.pop()) return f;
+  if (Fiber* f = runnext_) {
+    runnext_ = nullptr;
+    return f;
+  }
+  if (Fiber* f = yield_head_) {
+    yield_head_ = f->next;
+    if (!yield_head_) yield_tail_ = nullptr;
+    return f;
+  }
+  if (Fiber* f = rt->inject_pop()) return f;
+  return steal_other();
+}
+
+bool Worker::has_local_work() const noexcept {
+  return runnext_ || yield_head_ || !deques_empty();
+}
+
+bool Worker::deques_empty() const noexcept {
+  for (auto& d : deques_)
+    if (!d.empty()) return false;
+  return true;
+}
+
+std::size_t Worker::steal_from(Fiber** out, std::size_t max) noexcept {
+  for (auto& d : deques_)  // high class first
+    if (std::size_t n = d.steal(out, max)) return n;
+  return 0;
+}
+
+// Victims in random order; one steal takes up to half of a victim's deque.
+// All but one of the stolen fibers go onto our own deque.
+Fiber* Worker::steal_other() noexcept {
+  std::size_t n = rt->worker_count();
+  if (n < 2) return nullptr;
+  std::size_t start = static_cast<std::size_t>(random() % n);
+  Fiber* batch[kStealBatch];
+  for (std::size_t i = 0; i < n; ++i) {
+    Worker* victim = rt->worker(static_cast<unsigned>((start + i) % n));
+    if (victim == this || victim->deques_empty()) continue;
+    std::size_t got = victim->steal_from(batch, kStealBatch);
+    if (got == 0) {
+      failed_steals.bump();
+      continue;
+    }
+    steals.bump();
+    stolen.bump(got);
+    for (std::size_t k = 0; k + 1 < got; ++k) {
+      batch[k]->set_state(FiberState::kReady, this);
+      PriorityClass c = class_of(batch[k]);
+      while (!deques_[c].push(batch[k])) overflow(c);
+    }
+    return batch[got - 1];
+  }
+  return nullptr;
 }
 
 Fiber* Worker::acquire_fiber(bool small) {

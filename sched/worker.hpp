@@ -1,8 +1,31 @@
-// sched/worker.hpp: one worker thread and what it owns.
+// sched/worker.hpp: one worker thread and the run queues it owns.
 //
 // A Worker is an OS thread that runs fibers. Everything in it is owned by that
-// thread ("owner only") unless marked otherwise: the local run queue, the
-// stack caches, the id block and `current`. Other threads read only the stats.
+// thread ("owner only") unless marked otherwise: the run queues' owner ends,
+// runnext, the yield queue, the stack caches, the id block and `current`.
+// Other workers touch only the deques' steal ends, and read the stats.
+//
+// Where a runnable fiber waits, in the order the worker looks (pop_runnable):
+//
+//   runnext      one slot: the fiber this worker woke last runs next, for
+//                locality (Go's runnext, Tokio's LIFO slot). It may be used
+//                kRunnextStreak times in a row, then the queues get a turn, so
+//                two fibers waking each other cannot starve the rest.
+//   deques       one Chase-Lev deque per priority class (high, normal, low),
+//                popped in that order, LIFO: go() pushes here. Thieves take
+//                the oldest half from the other end, high class first.
+//   yield queue  a FIFO of fibers that called yield(): they go behind
+//                everything else runnable here. While some worker is idle, a
+//                yielding fiber goes to the injection queue instead, where
+//                that worker can pick it up.
+//   injection    the runtime's shared queue (spawns from outside, overflow).
+//   other workers, by stealing.
+//
+// Fairness: every kInjectTick-th round the injection queue is checked first,
+// and every kFairTick-th round the oldest fiber is taken first: the head of
+// the yield queue, else the oldest of the low, then normal, then high deque.
+// So a low-priority fiber waits at most a bounded number of rounds (the
+// "fairness tick"; README, "Priorities").
 #pragma once
 
 #include <atomic>
@@ -11,6 +34,7 @@
 
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
+#include "sched/deque.hpp"
 
 namespace chronos::detail {
 
@@ -19,8 +43,8 @@ class RuntimeImpl;
 // A single-writer counter that other threads may read.
 struct Counter {
   std::atomic<std::uint64_t> v{0};
-  void bump() noexcept {
-    v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  void bump(std::uint64_t n = 1) noexcept {
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
@@ -34,55 +58,76 @@ struct FiberCache {
   std::size_t n = 0;
 };
 
+// Priority classes. The TCB's priority 0-15 maps: 12-15 high, 4-11 normal
+// (8 is the default), 0-3 low.
+enum PriorityClass : unsigned { kHigh = 0, kNormal = 1, kLow = 2, kClasses = 3 };
+inline PriorityClass class_of(unsigned priority) noexcept {
+  return priority >= 12 ? kHigh : priority >= 4 ? kNormal : kLow;
+}
+inline PriorityClass class_of(const Fiber* f) noexcept {
+  return class_of(state_word::priority(f->state.load(std::memory_order_relaxed)));
+}
+
 class alignas(64) Worker {
  public:
-  Worker(RuntimeImpl* rt, unsigned index);
+  Worker(RuntimeImpl* rt, unsigned index, std::size_t deque_capacity);
   ~Worker();
 
   // The thread body: runs fibers until the runtime exits.
   void run();
 
   // ---- owner only ----
-  // The local run queue: a FIFO, so a fiber that yields goes behind the
-  // others. Linked through Fiber::next.
-  void push_local(Fiber* f) noexcept {
-    f->next = nullptr;
-    if (tail_) {
-      tail_->next = f;
-    } else {
-      head_ = f;
-    }
-    tail_ = f;
-  }
-  // The next fiber to run: local queue first, the injection queue when that is
-  // empty and also every kInjectTick-th time, so outside spawns never starve.
+  // A new or readied fiber onto its class's deque (go(), overflow handling).
+  void push(Fiber* f) noexcept;
+  // A fiber this worker has just woken: it runs next.
+  void push_next(Fiber* f) noexcept;
+  // A fiber that yielded: behind everything runnable here.
+  void push_yielded(Fiber* f) noexcept;
+  // The next fiber to run, from anywhere (see the top of this file), or null.
   Fiber* pop_runnable() noexcept;
+  // Only this worker's own queues; no stealing, no injection queue.
+  bool has_local_work() const noexcept;
 
   Fiber* acquire_fiber(bool small);       // a free TCB; may throw (stack mapping failed)
   void release_fiber(Fiber* f) noexcept;  // a finished, released fiber back to the cache
   FiberId next_id() noexcept;
+
+  // ---- any thread ----
+  // Takes up to half of one of this worker's deques (high class first) into
+  // out. Returns how many.
+  std::size_t steal_from(Fiber** out, std::size_t max) noexcept;
+  bool deques_empty() const noexcept;
 
   Fiber main;                // this thread's own context (the scheduler loop)
   Fiber* current = nullptr;  // the fiber running now; &main in the scheduler loop
   RuntimeImpl* const rt;
   const unsigned index;
 
-  Counter fibers_run, spawned, exited, parks, wakeups;
-
- private:
-  Fiber* pop_local() noexcept {
-    Fiber* f = head_;
-    if (f) {
-      head_ = f->next;
-      if (!head_) tail_ = nullptr;
-    }
-    return f;
-  }
+  Counter fibers_run, spawned, exited, parks, wakeups, steals, stolen, failed_steals;
 
   static constexpr std::uint32_t kInjectTick = 61;
-  Fiber* head_ = nullptr;
-  Fiber* tail_ = nullptr;
-  std::uint32_t tick_ = kInjectTick;
+  static constexpr std::uint32_t kFairTick = 16;
+  static constexpr std::uint32_t kRunnextStreak = 3;
+  static constexpr std::size_t kStealBatch = 32;
+
+ private:
+  Fiber* pop_oldest() noexcept;  // the fairness tick's pick
+  Fiber* steal_other() noexcept;
+  void overflow(PriorityClass c) noexcept;
+  std::uint64_t random() noexcept {  // xorshift64*, for victim order
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    return rng_ * 0x2545F4914F6CDD1Dull;
+  }
+
+  ChaseLevDeque deques_[kClasses];
+  Fiber* runnext_ = nullptr;
+  std::uint32_t runnext_streak_ = 0;
+  Fiber* yield_head_ = nullptr;  // the yield queue, linked through Fiber::next
+  Fiber* yield_tail_ = nullptr;
+  std::uint32_t tick_ = 0;
+  std::uint64_t rng_;
   FiberCache cache_[2];  // [0] normal, [1] small
   FiberId id_next_ = 0, id_end_ = 0;
 };

@@ -4,6 +4,7 @@
 
 #include <chronos/chronos.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cfenv>
@@ -41,22 +42,57 @@ TEST(Fiber, TheIssueExampleReturns42) {
 TEST(Fiber, ManyFibersInterleaveInAKnownOrder) {
   constexpr int kFibers = 50, kRounds = 20;
   std::vector<int> trace;
+  int started = 0;
+  bool go = false;
   one_worker().block_on([&] {
     std::vector<JoinHandle<void>> hs;
     for (int i = 0; i < kFibers; ++i) {
-      hs.push_back(chronos::go([&trace, i] {
+      hs.push_back(chronos::go([&, i] {
+        ++started;
+        while (!go) chronos::yield();
         for (int r = 0; r < kRounds; ++r) {
           trace.push_back(i);
           chronos::yield();
         }
       }));
     }
+    while (started < kFibers) chronos::yield();
+    go = true;  // every fiber now waits in the yield queue
     for (auto& h : hs) h.join();
   });
-  // FIFO: every round visits the fibers in spawn order.
+  // Yielding fibers take turns in a fixed rotation: every round visits each
+  // fiber once, in the same order as the first round.
   ASSERT_EQ(trace.size(), static_cast<std::size_t>(kFibers * kRounds));
-  for (int r = 0; r < kRounds; ++r)
-    for (int i = 0; i < kFibers; ++i) EXPECT_EQ(trace[r * kFibers + i], i) << "round " << r;
+  std::vector<int> first(trace.begin(), trace.begin() + kFibers);
+  std::vector<int> sorted = first;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < kFibers; ++i) ASSERT_EQ(sorted[i], i);
+  for (int r = 1; r < kRounds; ++r) {
+    std::vector<int> round(trace.begin() + r * kFibers, trace.begin() + (r + 1) * kFibers);
+    EXPECT_EQ(round, first) << "round " << r;
+  }
+}
+
+TEST(Fiber, NewFibersRunNewestFirstAndByPriority) {
+  std::vector<int> order;
+  Runtime rt{Config{.workers = 1}};  // fresh: no fairness tick falls in these few rounds
+  rt.block_on([&] {
+    std::vector<JoinHandle<void>> hs;
+    auto spawn = [&](unsigned prio, int tag) {
+      hs.push_back(
+          chronos::go(SpawnOptions{.priority = prio}, [&order, tag] { order.push_back(tag); }));
+    };
+    spawn(8, 1);   // normal
+    spawn(0, 2);   // low
+    spawn(15, 3);  // high
+    spawn(8, 4);   // normal
+    spawn(12, 5);  // high
+    spawn(3, 6);   // low
+    for (auto& h : hs) h.join();
+  });
+  // High first, then normal, then low; newest first within a class (the
+  // owner's end of a Chase-Lev deque is LIFO).
+  EXPECT_EQ(order, (std::vector<int>{5, 3, 4, 1, 6, 2}));
 }
 
 TEST(Fiber, YieldWithNothingElseRunnableReturnsAtOnce) {

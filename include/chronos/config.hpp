@@ -22,6 +22,14 @@ struct Config {
   // (sched_getaffinity).
   unsigned workers = 0;
 
+  // Pin worker i to the i-th CPU of the process's affinity mask.
+  bool pin_workers = true;
+
+  // Capacity of each of a worker's three run queues (one per priority
+  // class), rounded up to a power of two. A full queue moves half of itself
+  // to the shared injection queue.
+  std::size_t run_queue_capacity = 1024;
+
   // Address space reserved for a normal fiber stack. Pages are committed on
   // first touch; a PROT_NONE guard page sits below each stack. Rounded up to
   // whole pages.

@@ -25,10 +25,13 @@ class RuntimeImpl;
 // Counters of one worker, read without stopping it (each is exact on its own,
 // the set is not a snapshot).
 struct WorkerStats {
-  std::uint64_t fibers_run = 0;  // dispatches: a fiber started or resumed
-  std::uint64_t spawned = 0;     // fibers created on this worker by go()
-  std::uint64_t parks = 0;       // the worker thread went to sleep
-  std::uint64_t wakeups = 0;     // ... and was woken
+  std::uint64_t fibers_run = 0;     // dispatches: a fiber started or resumed
+  std::uint64_t spawned = 0;        // fibers created on this worker by go()
+  std::uint64_t steals = 0;         // successful steals from another worker...
+  std::uint64_t stolen = 0;         // ...and the fibers they took
+  std::uint64_t failed_steals = 0;  // a victim looked non-empty, the steal got nothing
+  std::uint64_t parks = 0;          // the worker thread went to sleep
+  std::uint64_t wakeups = 0;        // ... and was woken
 };
 
 struct RuntimeStats {

@@ -1,0 +1,203 @@
+// tests/sched_mn_test.cpp: M:N scheduling: stealing, priorities and their
+// starvation bound, pinning, sleeping when idle, shutdown under load.
+#include <gtest/gtest.h>
+#include <sched.h>
+
+#include <chronos/chronos.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using chronos::Config;
+using chronos::JoinHandle;
+using chronos::Runtime;
+using chronos::SpawnOptions;
+using chronos::test::scaled;
+
+// A CPU-bound leaf that the compiler cannot fold away.
+[[gnu::noinline]] std::uint64_t burn(std::uint64_t n) {
+  std::uint64_t x = n;
+  for (std::uint64_t i = 0; i < 20000; ++i) x = x * 6364136223846793005ull + 1442695040888963407ull;
+  return x;
+}
+
+TEST(MN, IdleWorkersStealFromABusyOne) {
+  Runtime rt{Config{.workers = 2}};
+  std::atomic<int> ran{0};
+  rt.block_on([&] {
+    std::vector<JoinHandle<std::uint64_t>> hs;
+    for (int i = 0; i < 2000; ++i)
+      hs.push_back(chronos::go([&, i] {
+        ++ran;
+        return burn(static_cast<std::uint64_t>(i));
+      }));
+    for (auto& h : hs) h.join();
+  });
+  EXPECT_EQ(ran.load(), 2000);
+  auto s = rt.stats();
+  ASSERT_EQ(s.workers.size(), 2u);
+  std::uint64_t steals = s.workers[0].steals + s.workers[1].steals;
+  std::uint64_t stolen = s.workers[0].stolen + s.workers[1].stolen;
+  EXPECT_GT(steals, 0u) << "the second worker never stole";
+  EXPECT_GE(stolen, steals);  // batches: each steal takes one or more
+  EXPECT_GT(s.workers[0].fibers_run, 0u);
+  EXPECT_GT(s.workers[1].fibers_run, 0u);
+}
+
+TEST(MN, StressNWorkersEveryFiberRunsExactlyOnce) {
+  for (unsigned workers : {2u, 3u, 4u}) {
+    const std::size_t n = scaled(2'000'000);
+    std::vector<std::atomic<std::uint8_t>> runs(n);
+    {
+      Runtime rt{Config{.workers = workers, .pin_workers = false}};
+      // A tree of spawners, so every worker spawns, steals and is stolen from.
+      struct Tree {
+        static void node(std::vector<std::atomic<std::uint8_t>>& runs, std::size_t lo,
+                         std::size_t hi) {
+          if (hi - lo <= 64) {
+            std::vector<JoinHandle<void>> leaves;
+            leaves.reserve(hi - lo);
+            for (std::size_t i = lo; i < hi; ++i)
+              leaves.push_back(chronos::go(SpawnOptions{.small_stack = true}, [&runs, i] {
+                runs[i].fetch_add(1, std::memory_order_relaxed);
+              }));
+            for (auto& l : leaves) l.join();
+            return;
+          }
+          std::size_t mid = lo + (hi - lo) / 2;
+          auto left = chronos::go(SpawnOptions{.small_stack = true},
+                                  [&runs, lo, mid] { node(runs, lo, mid); });
+          node(runs, mid, hi);
+          left.join();
+        }
+      };
+      rt.block_on([&] { Tree::node(runs, 0, n); });
+    }
+    std::size_t bad = 0;
+    for (auto& r : runs)
+      if (r.load() != 1) ++bad;
+    EXPECT_EQ(bad, 0u) << workers << " workers";
+  }
+}
+
+TEST(MN, HighPriorityRunsFirstAndLowIsNeverStarved) {
+  // One worker kept busy with an endless supply of high-priority fibers: each
+  // spawns its successor before finishing. Without the fairness tick the low
+  // fiber would never run.
+  Runtime rt{Config{.workers = 1}};
+  std::atomic<bool> low_ran{false};
+  std::atomic<int> highs_before_low{0};
+  rt.block_on([&] {
+    auto low = chronos::go(SpawnOptions{.priority = 0}, [&] { low_ran = true; });
+    struct Chain {
+      static void link(std::atomic<bool>& stop, std::atomic<int>& count) {
+        if (stop) return;
+        ++count;
+        chronos::go(SpawnOptions{.priority = 15}, [&] { link(stop, count); }).detach();
+      }
+    };
+    chronos::go(SpawnOptions{.priority = 15}, [&] {
+      Chain::link(low_ran, highs_before_low);
+    }).detach();
+    low.join();
+  });
+  EXPECT_TRUE(low_ran.load());
+  // The fairness tick takes the oldest fiber every 16th round.
+  EXPECT_LE(highs_before_low.load(), 2 * 16) << "low priority waited too long";
+}
+
+TEST(MN, WorkersArePinnedToDistinctCpus) {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  unsigned cpus = static_cast<unsigned>(CPU_COUNT(&all));
+  Runtime rt{Config{.workers = cpus, .pin_workers = true}};
+  std::vector<JoinHandle<int>> hs;
+  // Foreign spawns reach every worker eventually; each reports its affinity.
+  std::vector<std::atomic<int>> seen(CPU_SETSIZE);
+  for (int i = 0; i < 200; ++i) {
+    hs.push_back(rt.spawn([&] {
+      cpu_set_t mine;
+      CPU_ZERO(&mine);
+      sched_getaffinity(0, sizeof mine, &mine);
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &mine)) seen[static_cast<std::size_t>(c)]++;
+      return CPU_COUNT(&mine);
+    }));
+  }
+  for (auto& h : hs) EXPECT_EQ(h.join(), 1);  // each worker runs on exactly one CPU
+  Runtime unpinned{Config{.workers = 1, .pin_workers = false}};
+  EXPECT_EQ(unpinned.block_on([] {
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    sched_getaffinity(0, sizeof mine, &mine);
+    return CPU_COUNT(&mine);
+  }),
+            static_cast<int>(cpus));
+}
+
+// This process's CPU time (user + system) in clock ticks, from /proc/self/stat.
+long cpu_ticks() {
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the ")" that ends the command name: state is field 3; utime
+  // and stime are fields 14 and 15.
+  std::size_t p = stat.rfind(')');
+  std::istringstream rest(stat.substr(p + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+TEST(MN, AnIdleRuntimeUsesNoCpu) {
+  Runtime rt{Config{.workers = 2}};
+  rt.block_on([] {
+    std::vector<JoinHandle<void>> hs;
+    for (int i = 0; i < 100; ++i) hs.push_back(chronos::go([] { chronos::yield(); }));
+    for (auto& h : hs) h.join();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the spinners give up
+  long before = cpu_ticks();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  long used = cpu_ticks() - before;
+  long hz = sysconf(_SC_CLK_TCK);
+  // Two spinning workers would burn 2 * hz ticks. Allow scheduler noise.
+  EXPECT_LE(used, hz / 20) << used << " ticks of CPU in an idle second";
+}
+
+TEST(MN, ShutdownUnderLoadFinishesEveryFiber) {
+  std::atomic<int> finished{0};
+  const int n = static_cast<int>(scaled(20000));
+  {
+    Runtime rt{Config{.workers = 2}};
+    std::vector<std::thread> spawners;
+    for (int t = 0; t < 2; ++t) {
+      spawners.emplace_back([&] {
+        for (int i = 0; i < n / 2; ++i) {
+          rt.spawn(SpawnOptions{.small_stack = true}, [&] {
+              for (int k = 0; k < 3; ++k) chronos::yield();
+              chronos::go(SpawnOptions{.small_stack = true}, [&] { finished++; });
+              finished++;
+            }).detach();
+        }
+      });
+    }
+    for (auto& t : spawners) t.join();
+  }                                             // ~Runtime while the fibers are still running
+  EXPECT_EQ(finished.load(), 2 * (n / 2) * 2);  // each spawn finishes itself and one child
+}
+
+}  // namespace
