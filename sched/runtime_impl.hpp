@@ -23,9 +23,10 @@ class RuntimeImpl {
   // Runtime::spawn: from any thread, through the injection queue.
   Fiber* spawn_external(const SpawnOptions& opts, const PayloadOps* ops, void* src);
   // Queues ready fibers on the shared injection queue and wakes a worker.
-  // From any thread. inject() is what Runtime::spawn and foreign wake-ups use:
-  // it waits for room if the ring is full (back-pressure). inject_batch() is
-  // for workers, which must never wait: past the ring it spills to a list.
+  // From any thread. inject() is Runtime::spawn's: it waits for room if the
+  // ring is full (back-pressure on outside producers). inject_batch() is for
+  // everything else (workers' overflow and hand-offs, wake-ups from other
+  // threads), which must never wait: past the ring it spills to a list.
   void inject(Fiber* f) noexcept;
   void inject_batch(Fiber* const* fs, std::size_t n) noexcept;
   Fiber* inject_pop() noexcept;

@@ -3,10 +3,13 @@
 // Concepts
 // --------
 // A fiber is a function with its own stack (fiber/tcb.hpp). A worker is an OS
-// thread that runs fibers one at a time (sched/worker.hpp). The runtime owns
-// the workers, the stack pools and the injection queue (sched/runtime_impl.hpp).
-// A fiber is in exactly one place at any moment: running on one worker, queued
-// in one run queue, parked in one wait registration, or done.
+// thread, pinned to a CPU, that runs fibers one at a time (sched/worker.hpp).
+// The runtime owns the workers, the stack pools and the injection queue
+// (sched/runtime_impl.hpp). A fiber is in exactly one place at any moment:
+// running on one worker, queued in one run queue (a worker's runnext, deque or
+// yield queue, or the injection queue), parked in one wait registration, or
+// done. Fibers migrate: an idle worker steals from a busy one's deques
+// (sched/deque.hpp), and a fiber resumes wherever it was last queued.
 //
 // Switching
 // ---------
@@ -56,22 +59,34 @@
 // * A global all-fibers list for shutdown and dumps: a shared lock or contended
 //   line on every spawn. The stack pools already know every slot; they are
 //   walked instead, off the hot path.
+// * A FIFO owner end (Go's and Tokio's run queues): the issue asks for
+//   Chase-Lev, whose LIFO owner end keeps a fan-out's newest (cache-warm)
+//   fibers local; yields get a FIFO of their own, and the fairness tick takes
+//   the oldest fiber every 16th round, so nothing starves.
 //
 // Idle workers and the wake-up rule
 // ---------------------------------
-// A worker with nothing to run sleeps on a futex (RuntimeImpl::idle_wait):
-// it announces itself in `sleepers`, fences, then re-checks the injection queue
-// before sleeping. Whoever queues work from outside pushes, fences, then checks
-// `sleepers` and wakes one. One of the two always sees the other.
+// A worker with nothing to run first spins (RuntimeImpl::spin_for_work):
+// stealing, with _mm_pause between rounds, for a bounded while, and only if
+// fewer than kMaxSpinners (2) already spin, as with Go's spinning Ms. Then it
+// sleeps on a futex (RuntimeImpl::idle_wait): it announces itself in
+// `sleepers`, fences, then re-checks every queue before sleeping. Whoever
+// queues work from outside pushes, fences, then checks `sleepers` and wakes
+// one: one of the two always sees the other. A worker queueing on its own
+// deque skips the fence (notify_work): a missed wake-up there only delays the
+// fiber until its own worker gets to it. notify_work wakes a sleeper only when
+// nobody spins, and hands it the spinning slot; a spinner that finds work
+// wakes the next. So a burst wakes as many workers as there is work for.
 //
 // Shutdown
 // --------
 // Runtime::shutdown() stops spawns from outside, then waits until the runtime
-// is quiescent: every worker asleep and the injection queue empty. Fibers still
-// alive then are parked with nothing left that could wake them, so they are
-// resumed one last time to be unwound: their park() throws FiberUnwind, their
-// destructors run, and their stacks go back to the pool. A join on such a
-// fiber throws "unwound at shutdown". Then the workers exit.
+// is quiescent: every worker asleep and every queue empty. Fibers still alive
+// then are parked with nothing left that could wake them. All of them are
+// claimed first (Waiting -> Ready, marked to unwind), and only then queued, so
+// that one unwinding early cannot resume another normally. Each park() then
+// throws FiberUnwind, destructors run, and stacks go back to the pool. A join
+// on such a fiber throws "unwound at shutdown". Then the workers exit.
 #pragma once
 
 #include <cstdint>

@@ -230,7 +230,7 @@ bool wake(Worker* w, Fiber* f) noexcept {
   if (local) {
     w->push_next(f);  // woken here: runs next, for locality
   } else {
-    f->rt->inject(f);
+    f->rt->inject_batch(&f, 1);  // never waits: this may be a worker thread
   }
   return true;
 }

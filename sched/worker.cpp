@@ -82,7 +82,7 @@ void Worker::push_next(Fiber* f) noexcept {
 
 void Worker::push_yielded(Fiber* f) noexcept {
   if (rt->has_sleepers()) {  // an idle worker could run it: let it
-    rt->inject(f);
+    rt->inject_batch(&f, 1);
     return;
   }
   f->next = nullptr;

@@ -4,3 +4,4 @@
 #include <chronos/config.hpp>
 #include <chronos/fiber.hpp>
 #include <chronos/runtime.hpp>
+#include <chronos/sync.hpp>

@@ -1,0 +1,42 @@
+// sched/wait_group.cpp: chronos::WaitGroup (chronos/sync.hpp).
+#include <stdexcept>
+
+#include "chronos/sync.hpp"
+
+namespace chronos {
+
+void WaitGroup::add(std::int64_t delta) {
+  // acq_rel: a done() releases the work it finished; the last one acquires
+  // every other's, and wakes the waiters, who then see all of it.
+  std::int64_t now = count_.fetch_add(delta, std::memory_order_acq_rel) + delta;
+  if (now < 0) {
+    count_.fetch_sub(delta, std::memory_order_relaxed);
+    throw std::logic_error("chronos: WaitGroup counter would go negative");
+  }
+  if (now != 0 || delta >= 0) return;
+  // Reached zero: wake everyone queued. They were queued under the lock after
+  // seeing a non-zero count, and we take the lock after making it zero, so
+  // nobody is missed.
+  detail::wait_list_lock(waiters_);
+  detail::WaitNode* all = waiters_.head;
+  waiters_.head = waiters_.tail = nullptr;
+  detail::wait_list_unlock(waiters_);
+  while (all) {
+    detail::WaitNode* next = all->next;  // read before the waiter can run
+    detail::wait_list_wake(all);
+    all = next;
+  }
+}
+
+void WaitGroup::wait() {
+  if (count_.load(std::memory_order_acquire) == 0) return;
+  detail::wait_list_lock(waiters_);
+  if (count_.load(std::memory_order_acquire) == 0) {
+    detail::wait_list_unlock(waiters_);
+    return;
+  }
+  detail::WaitNode node;
+  detail::wait_list_park(waiters_, node);
+}
+
+}  // namespace chronos

@@ -1,0 +1,126 @@
+// tests/sync_wait_group_test.cpp: WaitGroup parks fibers and blocks threads
+// until its counter reaches zero, across workers and threads.
+#include <gtest/gtest.h>
+
+#include <chronos/chronos.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using chronos::Config;
+using chronos::JoinHandle;
+using chronos::Runtime;
+using chronos::WaitGroup;
+
+TEST(WaitGroup, WaitReturnsAfterEveryDone) {
+  Runtime rt{Config{.workers = 2}};
+  std::atomic<int> finished{0};
+  int seen = rt.block_on([&] {
+    WaitGroup wg;
+    const int n = 1000;
+    wg.add(n);
+    for (int i = 0; i < n; ++i)
+      chronos::go([&] {
+        chronos::yield();
+        finished.fetch_add(1, std::memory_order_relaxed);
+        wg.done();
+      }).detach();
+    wg.wait();
+    return finished.load(std::memory_order_relaxed);  // done() released each increment
+  });
+  EXPECT_EQ(seen, 1000);
+}
+
+TEST(WaitGroup, WaitAtZeroReturnsAtOnce) {
+  WaitGroup wg;
+  wg.wait();  // a plain thread, nothing to wait for
+  Runtime rt{Config{.workers = 1}};
+  rt.block_on([&] { wg.wait(); });
+  EXPECT_EQ(wg.count(), 0);
+}
+
+TEST(WaitGroup, ReleasesManyFiberAndThreadWaitersAtOnce) {
+  Runtime rt{Config{.workers = 2}};
+  WaitGroup gate(1), parked(0), released(0);
+  const int fibers = static_cast<int>(chronos::test::scaled(10000));
+  parked.add(fibers);
+  released.add(fibers + 2);
+  for (int i = 0; i < fibers; ++i) {
+    rt.spawn(chronos::SpawnOptions{.small_stack = true}, [&] {
+        parked.done();
+        gate.wait();
+        released.done();
+      }).detach();
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&] {
+      gate.wait();  // plain threads wait on the same group
+      released.done();
+    });
+  parked.wait();  // this thread blocks until every fiber is about to park
+  EXPECT_EQ(released.count(), fibers + 2);
+  gate.done();  // from a plain thread: wakes fibers on the workers
+  released.wait();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(released.count(), 0);
+}
+
+TEST(WaitGroup, GoingNegativeIsALogicErrorAndChangesNothing) {
+  WaitGroup wg;
+  wg.add(2);
+  EXPECT_THROW(wg.add(-3), std::logic_error);
+  EXPECT_EQ(wg.count(), 2);
+  wg.done();
+  wg.done();
+  EXPECT_THROW(wg.done(), std::logic_error);
+  EXPECT_EQ(wg.count(), 0);
+}
+
+TEST(WaitGroup, IsReusableOnceAtZero) {
+  Runtime rt{Config{.workers = 2}};
+  rt.block_on([] {
+    WaitGroup wg;
+    for (int round = 0; round < 100; ++round) {
+      std::atomic<int> n{0};
+      wg.add(10);
+      for (int i = 0; i < 10; ++i)
+        chronos::go([&] {
+          n.fetch_add(1);
+          wg.done();
+        }).detach();
+      wg.wait();
+      ASSERT_EQ(n.load(), 10) << "round " << round;
+    }
+  });
+}
+
+TEST(WaitGroup, AParkedWaiterIsUnwoundAtShutdownAndLeavesTheListClean) {
+  WaitGroup never(1);
+  std::atomic<int> destructors{0};
+  {
+    Runtime rt{Config{.workers = 1}};
+    for (int i = 0; i < 3; ++i) {
+      rt.spawn([&] {
+          struct Guard {
+            std::atomic<int>& d;
+            ~Guard() { d++; }
+          } g{destructors};
+          never.wait();  // nobody will ever call done()
+        }).detach();
+    }
+    rt.block_on([] {});  // they have parked by now (one worker, FIFO injection)
+  }
+  EXPECT_EQ(destructors.load(), 3);
+  never.done();  // would touch the unwound fibers' nodes if they were still queued
+  EXPECT_EQ(never.count(), 0);
+}
+
+}  // namespace
