@@ -17,6 +17,7 @@ static_assert(offsetof(bctx::transfer_t, fctx) == offsetof(Transfer, ctx));
 static_assert(offsetof(bctx::transfer_t, data) == offsetof(Transfer, data));
 
 inline constexpr const char* kBackendName = "boost-fcontext";
+inline constexpr bool kSwitchSavesFpEnv = true;  // jump_fcontext saves MXCSR and the x87 CW
 
 inline Context make(void* top, std::size_t size, EntryFn fn) {
   // The same ABI (a two-pointer struct by value, layouts checked above); the

@@ -35,19 +35,45 @@ inline constexpr unsigned short kDefaultX87Cw = 0x037F;
 }  // namespace chronos::arch
 
 extern "C" {
+// The out-of-line switch (switch_x86_64_sysv_elf.S).
 chronos::arch::Transfer chronos_context_jump(chronos::arch::Context to, void* data);
 chronos::arch::Context chronos_context_make(void* top, std::size_t size, chronos::arch::EntryFn fn);
 }
 
+#include "arch/switch_inline_x86_64.hpp"
+
 namespace chronos::arch {
 
-inline constexpr const char* kBackendName = "asm-x86_64-sysv";
-
-inline Context make(void* top, std::size_t size, EntryFn fn) {
+// The out-of-line switch, always available (benchmarks compare it).
+inline constexpr const char* kAsmBackendName = "asm-x86_64-sysv";
+inline Context asm_make(void* top, std::size_t size, EntryFn fn) {
   return chronos_context_make(top, size, fn);
 }
-inline Transfer jump(Context to, void* data) {
+inline Transfer asm_jump(Context to, void* data) {
   return chronos_context_jump(to, data);
 }
+
+// What the scheduler uses: CHRONOS_SWITCH=inline (the default) or asm. The
+// two kinds of context must never be mixed: a context made by one is only
+// ever jumped to by the same one.
+#if defined(CHRONOS_SWITCH_INLINE)
+inline constexpr bool kSwitchSavesFpEnv = false;
+inline constexpr const char* kBackendName = kInlineBackendName;
+[[gnu::always_inline]] inline Context make(void* top, std::size_t size, EntryFn fn) {
+  return make_inline(top, size, fn);
+}
+[[gnu::always_inline]] inline Transfer jump(Context to, void* data) {
+  return jump_inline(to, data);
+}
+#else
+inline constexpr bool kSwitchSavesFpEnv = true;
+inline constexpr const char* kBackendName = kAsmBackendName;
+inline Context make(void* top, std::size_t size, EntryFn fn) {
+  return asm_make(top, size, fn);
+}
+inline Transfer jump(Context to, void* data) {
+  return asm_jump(to, data);
+}
+#endif
 
 }  // namespace chronos::arch

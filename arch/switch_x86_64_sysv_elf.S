@@ -131,4 +131,26 @@ chronos_context_trampoline:
         .cfi_endproc
         .size   chronos_context_trampoline, .-chronos_context_trampoline
 
+/*
+ * The first instruction a fresh context made for the inline switch
+ * (arch/switch_inline_x86_64.hpp, make_inline) runs. The inline switch hands
+ * over its Transfer in rax (context) and rdx (data); the entry function lies
+ * at (%rsp), and rsp is 16-byte aligned. Like the trampoline above, it is the
+ * outermost frame for every unwinder.
+ */
+        .globl  chronos_context_trampoline_inline
+        .type   chronos_context_trampoline_inline, @function
+        .p2align 4
+chronos_context_trampoline_inline:
+        .cfi_startproc
+        .cfi_undefined rip
+        CHRONOS_ENDBR
+        movq    (%rsp), %rcx            /* the entry function */
+        movq    %rax, %rdi              /* Transfer.ctx */
+        movq    %rdx, %rsi              /* Transfer.data */
+        call    *%rcx                   /* entry(Transfer) */
+        ud2                             /* unreachable */
+        .cfi_endproc
+        .size   chronos_context_trampoline_inline, .-chronos_context_trampoline_inline
+
         .section .note.GNU-stack,"",%progbits

@@ -44,8 +44,11 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   std::size_t n = std::min(opts.name.size(), kNameCapacity - 1);
   if (n) std::memcpy(f->name, opts.name.data(), n);
   f->name[n] = '\0';
-  f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, f->pool->small()),
+  f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, f->pool->small(),
+                                  opts.preserve_fp_env),
                  std::memory_order_relaxed);
+  f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
+  f->fp_x87_cw = 0x037F;
 
   char* stack_top = reinterpret_cast<char*>(payload & ~std::uintptr_t{15});
   f->stack_size = static_cast<std::size_t>(stack_top - f->stack_lo);

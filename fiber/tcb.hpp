@@ -67,14 +67,16 @@ inline constexpr std::uint64_t kPtrMask = 0x0000'FFFF'FFFF'FFF8;
 inline constexpr int kPrioShift = 48;
 inline constexpr std::uint64_t kPrioMask = std::uint64_t{0xF} << kPrioShift;
 inline constexpr std::uint64_t kSmall = std::uint64_t{1} << 52;
+inline constexpr std::uint64_t kFpEnv = std::uint64_t{1} << 53;  // SpawnOptions::preserve_fp_env
 
-inline std::uint64_t pack(FiberState s, const void* p, unsigned prio, bool small) {
+inline std::uint64_t pack(FiberState s, const void* p, unsigned prio, bool small,
+                          bool fp_env = false) {
   return static_cast<std::uint64_t>(s) | (reinterpret_cast<std::uintptr_t>(p) & kPtrMask) |
-         (std::uint64_t{prio & 0xF} << kPrioShift) | (small ? kSmall : 0);
+         (std::uint64_t{prio & 0xF} << kPrioShift) | (small ? kSmall : 0) | (fp_env ? kFpEnv : 0);
 }
-// The same word with another state and pointer; priority and flag kept.
+// The same word with another state and pointer; priority and flags kept.
 inline std::uint64_t with(std::uint64_t w, FiberState s, const void* p) {
-  return (w & (kPrioMask | kSmall)) | static_cast<std::uint64_t>(s) |
+  return (w & (kPrioMask | kSmall | kFpEnv)) | static_cast<std::uint64_t>(s) |
          (reinterpret_cast<std::uintptr_t>(p) & kPtrMask);
 }
 inline constexpr FiberState state(std::uint64_t w) {
@@ -125,6 +127,8 @@ struct alignas(64) Fiber {
   bool unwinding = false;      // resumed only to be unwound (runtime shutdown)
   bool first_in_slab = false;  // small stacks: a guard page, not a slot, lies below
   char name[kNameCapacity] = {};
+  std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
+  std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
   arch::SanitizerState san;
 
   FiberState load_state() const noexcept {

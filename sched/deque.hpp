@@ -7,9 +7,9 @@
 // One owner pushes and pops at the bottom, LIFO, with plain loads and stores
 // on the fast path; only taking the last item races with thieves, and that
 // race is settled by a CAS on `top`. Any number of thieves take from the top,
-// FIFO, by CAS on `top`. Here a thief may take a batch: up to half of what it
-// sees, in one CAS, which amortises the CAS over the batch (as Tokio's
-// steal_into does).
+// FIFO, by CAS on `top`. A thief may take a batch, up to half of what it
+// sees, so one trip to a victim's cache lines moves many fibers; each fiber
+// still costs one CAS (see steal() for why not one CAS per batch).
 //
 // Unlike the paper the ring does not grow: its capacity is fixed, a power of
 // two, and it is allocated and touched once when the worker starts. push()
@@ -28,10 +28,10 @@
 //          both sides CAS `top` (seq_cst, as in the paper), so exactly one
 //          takes it.
 //   steal  `top` is loaded with acquire, then a seq_cst fence, then `bottom`
-//          with acquire (pairs with push's release, so the slots are
-//          visible). The slots are read before the CAS; a successful CAS
-//          (seq_cst) proves nobody took them meanwhile, and the size check
-//          against capacity proves the owner has not overwritten them.
+//          with acquire (pairs with push's release, so the slot is
+//          visible). The slot is read before the CAS; a successful CAS
+//          (seq_cst) proves nobody took it meanwhile, and the size check
+//          against capacity proves the owner has not overwritten it.
 #pragma once
 
 #include <atomic>
@@ -90,21 +90,34 @@ class ChaseLevDeque {
   }
 
   // Any thread. Takes up to `max` (and at most half, rounded up) of the
-  // oldest fibers into out[]. Returns how many; 0 if empty or if it lost a
-  // race (the caller may retry or move on).
+  // oldest fibers into out[], oldest first. Returns how many; 0 if empty or
+  // if it lost the first race (the caller may retry or move on).
+  //
+  // One CAS per fiber. A single CAS for the whole batch would be wrong here:
+  // the owner pops without a CAS whenever it sees more than one item, so if
+  // it popped several while this thief sized its batch from a stale bottom,
+  // the batch would overlap fibers the owner had already taken (the test
+  // BatchStealsNeverOverlapTheOwnersPopBursts catches exactly that). Each
+  // single steal is the paper's, and is safe.
   std::size_t steal(Fiber** out, std::size_t max) noexcept {
-    std::int64_t t = top_.load(std::memory_order_acquire);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::int64_t b = bottom_.load(std::memory_order_acquire);
-    if (t >= b) return 0;
-    auto n = static_cast<std::size_t>((b - t + 1) / 2);
-    if (n > max) n = max;
-    for (std::size_t i = 0; i < n; ++i)
-      out[i] = slots_[(static_cast<std::size_t>(t) + i) & mask_].load(std::memory_order_relaxed);
-    if (!top_.compare_exchange_strong(t, t + static_cast<std::int64_t>(n),
-                                      std::memory_order_seq_cst, std::memory_order_relaxed))
-      return 0;
-    return n;
+    std::size_t got = 0;
+    std::size_t want = max;
+    while (got < want) {
+      std::int64_t t = top_.load(std::memory_order_acquire);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      std::int64_t b = bottom_.load(std::memory_order_acquire);
+      if (t >= b) break;
+      if (got == 0) {  // the batch: half of what we first see, rounded up
+        auto half = static_cast<std::size_t>((b - t + 1) / 2);
+        if (half < want) want = half;
+      }
+      Fiber* f = slots_[static_cast<std::size_t>(t) & mask_].load(std::memory_order_relaxed);
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
+        break;  // lost to the owner or another thief: keep what we have
+      out[got++] = f;
+    }
+    return got;
   }
 
   // Any thread; a snapshot that may be stale at once.

@@ -4,6 +4,9 @@
 #include <cstdlib>
 
 #include "fiber/overflow.hpp"
+#if defined(CHRONOS_SWITCH_INLINE)
+#include "arch/fp_env_x86_64.hpp"
+#endif
 #include "sched/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
@@ -62,6 +65,26 @@ inline void check_small(Fiber* f, bool running_on_it) {
   if (f->small_stack()) verify_small_stack(f, running_on_it);
 }
 
+#if defined(CHRONOS_SWITCH_INLINE)
+// The inline switch leaves MXCSR and the x87 control word alone, so fibers
+// that asked for their own (preserve_fp_env) get them swapped here. Fibers
+// that did not ask share the worker's "ambient" state, as functions share a
+// thread's. Called only when one side asked: one predictable branch otherwise.
+[[gnu::noinline]] void swap_fp_env(Worker* w, Fiber* from, Fiber* to) noexcept {
+  arch::FpEnv now = arch::fp_env_read();
+  if (from->state.load(std::memory_order_relaxed) & state_word::kFpEnv) {
+    from->fp_mxcsr = now.mxcsr;
+    from->fp_x87_cw = now.x87_cw;
+  } else {
+    w->ambient_fp = now;
+  }
+  arch::FpEnv next = w->ambient_fp;
+  if (to->state.load(std::memory_order_relaxed) & state_word::kFpEnv)
+    next = arch::FpEnv{to->fp_mxcsr, to->fp_x87_cw};
+  if (!(next == now)) arch::fp_env_write(next);
+}
+#endif
+
 // The resumed side of every switch: record where the switcher stopped, then
 // carry out what it asked for. Returns the worker we now run on.
 Worker* finish_switch(arch::Transfer t);
@@ -75,6 +98,11 @@ inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
   SwitchRecord rec{from, to, w, action, commit, arg};
   check_small(from, true);
   check_small(to, false);
+#if defined(CHRONOS_SWITCH_INLINE)
+  if ((from->state.load(std::memory_order_relaxed) | to->state.load(std::memory_order_relaxed)) &
+      state_word::kFpEnv) [[unlikely]]
+    swap_fp_env(w, from, to);
+#endif
   w->current = to;
   to->set_state(FiberState::kRunning, w);
   w->fibers_run.bump();

@@ -46,6 +46,9 @@ void Worker::run() {
   arch::sanitizer_init_thread(main.san);
   main.set_state(FiberState::kRunning, this);
   current = &main;
+#if defined(CHRONOS_SWITCH_INLINE)
+  ambient_fp = arch::fp_env_read();
+#endif
 
   for (;;) {
     Fiber* f = pop_runnable();

@@ -32,6 +32,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#if defined(CHRONOS_SWITCH_INLINE)
+#include "arch/fp_env_x86_64.hpp"
+#endif
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
 #include "sched/deque.hpp"
@@ -104,6 +107,12 @@ class alignas(64) Worker {
   const unsigned index;
 
   Counter fibers_run, spawned, exited, parks, wakeups, steals, stolen, failed_steals;
+
+#if defined(CHRONOS_SWITCH_INLINE)
+  // The FP control state of fibers that did not ask for their own
+  // (sched/switch.cpp, swap_fp_env). Owner only.
+  arch::FpEnv ambient_fp;
+#endif
 
   static constexpr std::uint32_t kInjectTick = 61;
   static constexpr std::uint32_t kFairTick = 16;

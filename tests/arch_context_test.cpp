@@ -16,6 +16,40 @@ namespace {
 using chronos::arch::Context;
 using chronos::arch::Transfer;
 
+// The switches under test. Each has make/jump and says whether it carries the
+// FP control state; a context is only ever jumped to by the switch that made it.
+#if defined(CHRONOS_CONTEXT_BOOST)
+struct BoostSwitch {
+  static Context make(void* top, std::size_t size, chronos::arch::EntryFn fn) {
+    return chronos::arch::make(top, size, fn);
+  }
+  static Transfer jump(Context to, void* data) { return chronos::arch::jump(to, data); }
+  static constexpr bool kSavesFp = true;
+  static constexpr bool kFreshDefaults = false;  // make_fcontext copies its creator's state
+};
+using Switches = testing::Types<BoostSwitch>;
+#else
+struct AsmSwitch {
+  static Context make(void* top, std::size_t size, chronos::arch::EntryFn fn) {
+    return chronos::arch::asm_make(top, size, fn);
+  }
+  static Transfer jump(Context to, void* data) { return chronos::arch::asm_jump(to, data); }
+  static constexpr bool kSavesFp = true;
+  static constexpr bool kFreshDefaults = true;
+};
+struct InlineSwitch {
+  static Context make(void* top, std::size_t size, chronos::arch::EntryFn fn) {
+    return chronos::arch::make_inline(top, size, fn);
+  }
+  [[gnu::always_inline]] static Transfer jump(Context to, void* data) {
+    return chronos::arch::jump_inline(to, data);
+  }
+  static constexpr bool kSavesFp = false;
+  static constexpr bool kFreshDefaults = false;
+};
+using Switches = testing::Types<AsmSwitch, InlineSwitch>;
+#endif
+
 // The raw switch with the sanitizer annotations the scheduler would add, so
 // that ASan and TSan follow the stack changes.
 struct Sides {
@@ -31,16 +65,18 @@ void finish() {
   chronos::arch::sanitizer_destroy_fiber(g_sides.fiber);
 }
 // From the test's thread into the context.
+template <class S>
 Transfer enter(Context c, void* data) {
   chronos::arch::sanitizer_start_switch(g_sides.main, g_sides.fiber, false);
-  Transfer t = chronos::arch::jump(c, data);
+  Transfer t = S::jump(c, data);
   chronos::arch::sanitizer_finish_switch(g_sides.main, nullptr);
   return t;
 }
 // From the context back to the test's thread.
+template <class S>
 Transfer leave(Context c, void* data, bool for_good = false) {
   chronos::arch::sanitizer_start_switch(g_sides.fiber, g_sides.main, for_good);
-  Transfer t = chronos::arch::jump(c, data);
+  Transfer t = S::jump(c, data);
   chronos::arch::sanitizer_finish_switch(g_sides.fiber, &g_sides.main);
   return t;
 }
@@ -69,28 +105,34 @@ struct TestStack {
 thread_local Context g_back;
 thread_local std::vector<int> g_log;
 
+template <class S>
 void counting_entry(Transfer t) {
   started();
   g_back = t.ctx;
   auto n = reinterpret_cast<std::intptr_t>(t.data);
   for (std::intptr_t i = 0; i < n; ++i) {
     g_log.push_back(static_cast<int>(i));
-    g_back = leave(g_back, reinterpret_cast<void*>(i * 10)).ctx;
+    g_back = leave<S>(g_back, reinterpret_cast<void*>(i * 10)).ctx;
   }
-  leave(g_back, reinterpret_cast<void*>(-1), true);
+  leave<S>(g_back, reinterpret_cast<void*>(-1), true);
   std::abort();  // never resumed again
 }
 
-TEST(ArchContext, JumpPassesDataBothWaysAndResumesInOrder) {
+template <class S>
+class ArchContext : public testing::Test {};
+TYPED_TEST_SUITE(ArchContext, Switches);
+
+TYPED_TEST(ArchContext, JumpPassesDataBothWaysAndResumesInOrder) {
+  using S = TypeParam;
   TestStack stack;
   g_log.clear();
-  Context c = chronos::arch::make(stack.top(), TestStack::kSize, &counting_entry);
-  Transfer t = enter(c, reinterpret_cast<void*>(std::intptr_t{5}));
+  Context c = S::make(stack.top(), TestStack::kSize, &counting_entry<S>);
+  Transfer t = enter<S>(c, reinterpret_cast<void*>(std::intptr_t{5}));
   std::vector<std::intptr_t> got;
   while (reinterpret_cast<std::intptr_t>(t.data) != -1) {
     got.push_back(reinterpret_cast<std::intptr_t>(t.data));
     g_log.push_back(100);
-    t = enter(t.ctx, nullptr);
+    t = enter<S>(t.ctx, nullptr);
   }
   EXPECT_EQ(got, (std::vector<std::intptr_t>{0, 10, 20, 30, 40}));
   EXPECT_EQ(g_log, (std::vector<int>{0, 100, 1, 100, 2, 100, 3, 100, 4, 100}));
@@ -100,27 +142,30 @@ TEST(ArchContext, JumpPassesDataBothWaysAndResumesInOrder) {
   return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
 }
 
+template <class S>
 void alignment_entry(Transfer t) {
   started();
   // With a frame pointer, rbp = (rsp at entry) - 8, which the ABI makes
   // 16-byte aligned. A misaligned stack would also crash in movaps below.
   alignas(16) volatile double v[2] = {1.0, 2.0};
   std::uintptr_t fa = frame_address();
-  leave(t.ctx, reinterpret_cast<void*>(fa + static_cast<std::uintptr_t>(v[0] - 1)), true);
+  leave<S>(t.ctx, reinterpret_cast<void*>(fa + static_cast<std::uintptr_t>(v[0] - 1)), true);
   std::abort();
 }
 
-TEST(ArchContext, FreshStackIsAbiAligned) {
+TYPED_TEST(ArchContext, FreshStackIsAbiAligned) {
+  using S = TypeParam;
   TestStack stack;
   // Several deliberately misaligned tops: make() must align them down.
   for (std::uintptr_t skew : {0, 1, 8, 15}) {
-    Context c = chronos::arch::make(static_cast<char*>(stack.top()) - skew, TestStack::kSize - 64,
-                                    &alignment_entry);
-    Transfer t = enter(c, nullptr);
+    Context c =
+        S::make(static_cast<char*>(stack.top()) - skew, TestStack::kSize - 64, &alignment_entry<S>);
+    Transfer t = enter<S>(c, nullptr);
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t.data) % 16, 0u) << "skew " << skew;
   }
 }
 
+template <class S>
 void throwing_entry(Transfer t) {
   started();
   // Static: this context is abandoned, so nothing on its stack is destroyed.
@@ -130,14 +175,15 @@ void throwing_entry(Transfer t) {
   } catch (const std::exception& e) {
     result = e.what();
   }
-  leave(t.ctx, &result, true);
+  leave<S>(t.ctx, &result, true);
   std::abort();
 }
 
-TEST(ArchContext, ExceptionThrownAndCaughtOnAFreshStack) {
+TYPED_TEST(ArchContext, ExceptionThrownAndCaughtOnAFreshStack) {
+  using S = TypeParam;
   TestStack stack;
-  Context c = chronos::arch::make(stack.top(), TestStack::kSize, &throwing_entry);
-  Transfer t = enter(c, nullptr);
+  Context c = S::make(stack.top(), TestStack::kSize, &throwing_entry<S>);
+  Transfer t = enter<S>(c, nullptr);
   EXPECT_EQ(*static_cast<std::string*>(t.data), "inside a raw context");
 }
 
@@ -164,6 +210,7 @@ struct FpSeen {
   unsigned short x87_at_start, x87_after_switch;
 };
 
+template <class S>
 void fp_entry(Transfer t) {
   started();
   auto* seen = static_cast<FpSeen*>(t.data);
@@ -171,33 +218,34 @@ void fp_entry(Transfer t) {
   seen->x87_at_start = read_x87cw();
   write_mxcsr((read_mxcsr() & ~0x6000u) | 0x4000u);  // round up
   write_x87cw(static_cast<unsigned short>((read_x87cw() & ~0x0C00) | 0x0800));
-  t = leave(t.ctx, nullptr);
+  t = leave<S>(t.ctx, nullptr);
   seen->mxcsr_after_switch = read_mxcsr() & ~0x3Fu;
   seen->x87_after_switch = read_x87cw();
-  leave(t.ctx, nullptr, true);
+  leave<S>(t.ctx, nullptr, true);
   std::abort();
 }
 
-TEST(ArchContext, FloatingPointControlStateStaysWithItsContext) {
+TYPED_TEST(ArchContext, FloatingPointControlStateStaysWithItsContext) {
+  using S = TypeParam;
+  if (!S::kSavesFp) GTEST_SKIP() << "this switch leaves FP control state to the scheduler";
   TestStack stack;
   const unsigned mx0 = read_mxcsr();
   const unsigned short cw0 = read_x87cw();
   // The caller runs toward zero; the context picks round-up for itself.
   write_mxcsr((mx0 & ~0x6000u) | 0x6000u);
   FpSeen seen{};
-  Context c = chronos::arch::make(stack.top(), TestStack::kSize, &fp_entry);
-  Transfer t = enter(c, &seen);
+  Context c = S::make(stack.top(), TestStack::kSize, &fp_entry<S>);
+  Transfer t = enter<S>(c, &seen);
   // Back here the caller's mode is ours again, not the context's round-up.
   EXPECT_EQ(read_mxcsr() & 0x6000u, 0x6000u);
   EXPECT_EQ(read_x87cw(), cw0);
-  t = enter(t.ctx, nullptr);
+  t = enter<S>(t.ctx, nullptr);
   EXPECT_EQ(seen.mxcsr_after_switch & 0x6000u, 0x4000u);
   EXPECT_EQ(seen.x87_after_switch & 0x0C00, 0x0800);
-#if !defined(CHRONOS_CONTEXT_BOOST)
-  // The asm backend starts every context with the psABI defaults.
-  EXPECT_EQ(seen.mxcsr_at_start, chronos::arch::kDefaultMxcsr);
-  EXPECT_EQ(seen.x87_at_start, chronos::arch::kDefaultX87Cw);
-#endif
+  if (S::kFreshDefaults) {  // the asm switch starts every context with the psABI defaults
+    EXPECT_EQ(seen.mxcsr_at_start, chronos::arch::kDefaultMxcsr);
+    EXPECT_EQ(seen.x87_at_start, chronos::arch::kDefaultX87Cw);
+  }
   write_mxcsr(mx0);
   write_x87cw(cw0);
 }
@@ -208,9 +256,9 @@ void never_runs(Transfer) {
   std::abort();
 }
 
-TEST(ArchContext, FreshFrameMatchesTheSharedLayout) {
+TEST(ArchAsmSwitch, FreshFrameMatchesTheSharedLayout) {
   TestStack stack;
-  Context c = chronos::arch::make(stack.top(), TestStack::kSize, &never_runs);
+  Context c = chronos::arch::asm_make(stack.top(), TestStack::kSize, &never_runs);
   auto* frame = static_cast<chronos::arch::SavedFrame*>(c);
   EXPECT_EQ(frame->mxcsr, chronos::arch::kDefaultMxcsr);
   EXPECT_EQ(frame->x87_cw, chronos::arch::kDefaultX87Cw);

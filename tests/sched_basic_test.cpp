@@ -170,7 +170,9 @@ TEST(Fiber, RoundingModeStaysWithEachFiber) {
     std::array<int, 4> modes{FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO, FE_TONEAREST};
     std::vector<JoinHandle<int>> hs;
     for (int m : modes) {
-      hs.push_back(chronos::go([m] {
+      // preserve_fp_env: the default inline switch keeps FP control state
+      // per fiber only for the fibers that ask (the asm switch always does).
+      hs.push_back(chronos::go(SpawnOptions{.preserve_fp_env = true}, [m] {
         std::fesetround(m);
         int bad = 0;
         for (int i = 0; i < 10; ++i) {

@@ -117,6 +117,38 @@ TEST(Deque, ConcurrentThievesSeeEveryItemExactlyOnce) {
   EXPECT_EQ(wrong, 0u);
 }
 
+TEST(Deque, BatchStealsNeverOverlapTheOwnersPopBursts) {
+  // The owner pushes a burst, then pops it all back without pausing, while
+  // thieves steal batches. A thief that sized its batch from a stale bottom
+  // would take fibers the owner popped meanwhile.
+  ChaseLevDeque d(128);
+  const std::size_t rounds = scaled(40000);
+  std::vector<std::atomic<std::uint8_t>> seen(rounds * 64);
+  std::atomic<bool> done{false};
+  auto thief = [&] {
+    Fiber* out[32];
+    while (!done.load(std::memory_order_acquire)) {
+      std::size_t k = d.steal(out, 32);
+      for (std::size_t i = 0; i < k; ++i) seen[index_of(out[i])].fetch_add(1);
+    }
+  };
+  std::thread t1(thief), t2(thief);
+  for (std::size_t r = 0; r < rounds; ++r) {
+    for (std::size_t i = 0; i < 64; ++i) ASSERT_TRUE(d.push(fake(r * 64 + i)));
+    while (Fiber* f = d.pop()) seen[index_of(f)].fetch_add(1);
+  }
+  done.store(true, std::memory_order_release);
+  t1.join();
+  t2.join();
+  std::size_t dup = 0, lost = 0;
+  for (auto& s : seen) {
+    if (s.load() > 1) ++dup;
+    if (s.load() == 0) ++lost;
+  }
+  EXPECT_EQ(dup, 0u) << "fibers taken twice";
+  EXPECT_EQ(lost, 0u) << "fibers lost";
+}
+
 TEST(Deque, RandomOperationsMatchASequentialModel) {
   // Single-threaded, the deque must behave exactly like a double-ended queue:
   // push/pop at the back, steal (a batch) from the front.

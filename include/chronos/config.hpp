@@ -58,6 +58,11 @@ struct SpawnOptions {
   bool small_stack = false;
   // Shown in error reports and dumps. Copied; at most 31 bytes are kept.
   std::string_view name = {};
+  // Keep this fiber's floating-point control state (MXCSR: rounding mode,
+  // exception masks, DAZ/FTZ; the x87 control word) its own across switches.
+  // Needed only by fibers that change it: the default inline switch does not
+  // save it otherwise (README, "Floating-point control state").
+  bool preserve_fp_env = false;
 };
 
 }  // namespace chronos
