@@ -26,8 +26,12 @@
 //
 //   Declared clobbered, so the compiler saves around the switch whatever it
 //   still needs from them:
-//     rbx, rcx, rsi, rdi, r8-r15   every other general-purpose register: the
-//                                  resumed fiber runs arbitrary code
+//     rbx, rcx, rsi, r8-r15        every other general-purpose register: the
+//                                  resumed fiber runs arbitrary code (rdi
+//                                  carries `to` in and is an in-out operand,
+//                                  which says the same thing while leaving
+//                                  the compiler a register for the input, even
+//                                  at -O0 with a frame pointer)
 //     xmm0-xmm15 (xmm16-31 with AVX-512), st(0-7), mm0-7
 //                                  the same for vector and x87 state
 //     "cc"                         the flags
@@ -59,25 +63,24 @@ inline constexpr const char* kInlineBackendName = "inline-x86_64-sysv";
 [[gnu::always_inline]] inline Transfer jump_inline(Context to, void* data) {
   void* from;
   void* out = data;
+  void* target = to;  // in rdi, declared in-out: rdi comes back with whatever the other side left
   asm volatile(
-      // Read `to` first: it may be an rsp-relative memory operand.
-      "movq   %[to], %%rcx\n\t"
       "leaq   -128(%%rsp), %%rsp\n\t"  // step over the red zone
       "leaq   1f(%%rip), %%rsi\n\t"
-      "pushq  %%rsi\n\t"         // resume address
-      "pushq  %%rbp\n\t"         // frame pointer
-      "movq   %%rsp, %%rax\n\t"  // our context, handed to the other side
-      "movq   %%rcx, %%rsp\n\t"  // switch stacks
+      "pushq  %%rsi\n\t"               // resume address
+      "pushq  %%rbp\n\t"               // frame pointer
+      "movq   %%rsp, %%rax\n\t"        // our context, handed to the other side
+      "movq   %%rdi, %%rsp\n\t"        // switch stacks
       "popq   %%rbp\n\t"
       "popq   %%rsi\n\t"
-      "jmp    *%%rsi\n"               // an indirect jmp, not ret: the return-stack
-      "1:\n\t"                        // predictor would guess the wrong caller
-      "leaq   128(%%rsp), %%rsp\n\t"  // back over the red zone
-      : "=&a"(from), "+d"(out)
-      : [to] "rm"(to)
-      : "rbx", "rcx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory",
-        "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-        "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+      "jmp    *%%rsi\n"                // an indirect jmp, not ret: the return-stack
+      "1:\n\t"                         // predictor would guess the wrong caller
+      "leaq   128(%%rsp), %%rsp\n\t"   // back over the red zone
+      : "=&a"(from), "+d"(out), "+D"(target)
+      :
+      : "rbx", "rcx", "rsi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",
+        "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+        "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
 #if defined(__AVX512F__)
         "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25",
         "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31", "k1", "k2", "k3", "k4", "k5", "k6",
