@@ -67,15 +67,15 @@ inline constexpr const char* kInlineBackendName = "inline-x86_64-sysv";
   asm volatile(
       "leaq   -128(%%rsp), %%rsp\n\t"  // step over the red zone
       "leaq   1f(%%rip), %%rsi\n\t"
-      "pushq  %%rsi\n\t"               // resume address
-      "pushq  %%rbp\n\t"               // frame pointer
-      "movq   %%rsp, %%rax\n\t"        // our context, handed to the other side
-      "movq   %%rdi, %%rsp\n\t"        // switch stacks
+      "pushq  %%rsi\n\t"         // resume address
+      "pushq  %%rbp\n\t"         // frame pointer
+      "movq   %%rsp, %%rax\n\t"  // our context, handed to the other side
+      "movq   %%rdi, %%rsp\n\t"  // switch stacks
       "popq   %%rbp\n\t"
       "popq   %%rsi\n\t"
-      "jmp    *%%rsi\n"                // an indirect jmp, not ret: the return-stack
-      "1:\n\t"                         // predictor would guess the wrong caller
-      "leaq   128(%%rsp), %%rsp\n\t"   // back over the red zone
+      "jmp    *%%rsi\n"               // an indirect jmp, not ret: the return-stack
+      "1:\n\t"                        // predictor would guess the wrong caller
+      "leaq   128(%%rsp), %%rsp\n\t"  // back over the red zone
       : "=&a"(from), "+d"(out), "+D"(target)
       :
       : "rbx", "rcx", "rsi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "memory", "cc",

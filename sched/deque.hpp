@@ -69,8 +69,16 @@ class ChaseLevDeque {
     return true;
   }
 
+  // Owner only. True if the deque is certainly empty, without a fence: only
+  // the owner adds, and a stale `top` can only be smaller than the real one,
+  // so bottom <= top here means empty. (A false answer may still be empty.)
+  bool owner_sees_empty() const noexcept {
+    return bottom_.load(std::memory_order_relaxed) <= top_.load(std::memory_order_relaxed);
+  }
+
   // Owner only. The most recently pushed fiber, or null.
   Fiber* pop() noexcept {
+    if (owner_sees_empty()) return nullptr;  // skip the fence on the common empty case
     std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
     bottom_.store(b, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // order our bottom before reading top

@@ -35,6 +35,7 @@ class RuntimeImpl {
   // wake one to come and steal (it starts out spinning). Go's wakep().
   void notify_work() noexcept;
   bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_relaxed) != 0; }
+  const std::atomic<std::uint32_t>* sleepers_counter() const noexcept { return &sleepers_; }
   // Called by a worker that found nothing to run: spins a bounded while,
   // looking for work (stealing), if fewer than kMaxSpinners already spin.
   Fiber* spin_for_work(Worker* w);

@@ -96,15 +96,19 @@ void finish_exit(Worker* w, Fiber* f);
 inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
                          CommitFn commit = nullptr, void* arg = nullptr) {
   SwitchRecord rec{from, to, w, action, commit, arg};
-  check_small(from, true);
-  check_small(to, false);
+  // Each state word is read once here (only their owner, us, writes them).
+  const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
+  const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
+  if ((fs | ts) & state_word::kSmall) [[unlikely]] {
+    check_small(from, true);
+    check_small(to, false);
+  }
 #if defined(CHRONOS_SWITCH_INLINE)
-  if ((from->state.load(std::memory_order_relaxed) | to->state.load(std::memory_order_relaxed)) &
-      state_word::kFpEnv) [[unlikely]]
+  if ((fs | ts) & state_word::kFpEnv) [[unlikely]]
     swap_fp_env(w, from, to);
 #endif
   w->current = to;
-  to->set_state(FiberState::kRunning, w);
+  to->state.store(state_word::with(ts, FiberState::kRunning, w), std::memory_order_relaxed);
   w->fibers_run.bump();
   arch::sanitizer_start_switch(from->san, to->san,
                                action == PostAction::kExit || action == PostAction::kHandoff);

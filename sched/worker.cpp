@@ -27,6 +27,7 @@ void set_current_worker(Worker* w) noexcept {
 Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
     : rt(runtime),
       index(idx),
+      sleepers_(runtime->sleepers_counter()),
       deques_{ChaseLevDeque(deque_capacity), ChaseLevDeque(deque_capacity),
               ChaseLevDeque(deque_capacity)},
       rng_(0x9E3779B97F4A7C15ull * (idx + 1)) {
@@ -71,6 +72,7 @@ void Worker::run() {
 void Worker::push(Fiber* f) noexcept {
   PriorityClass c = class_of(f);
   while (!deques_[c].push(f)) overflow(c);
+  maybe_queued_ |= 1u << c;
   rt->notify_work();
 }
 
@@ -78,23 +80,14 @@ void Worker::push_next(Fiber* f) noexcept {
   if (Fiber* old = runnext_) {
     PriorityClass c = class_of(old);
     while (!deques_[c].push(old)) overflow(c);
+    maybe_queued_ |= 1u << c;
   }
   runnext_ = f;
   rt->notify_work();
 }
 
-void Worker::push_yielded(Fiber* f) noexcept {
-  if (rt->has_sleepers()) {  // an idle worker could run it: let it
-    rt->inject_batch(&f, 1);
-    return;
-  }
-  f->next = nullptr;
-  if (yield_tail_) {
-    yield_tail_->next = f;
-  } else {
-    yield_head_ = f;
-  }
-  yield_tail_ = f;
+void Worker::inject_yielded(Fiber* f) noexcept {
+  rt->inject_batch(&f, 1);
 }
 
 // The deque is full: move its older half to the injection queue, where any
@@ -113,30 +106,35 @@ Fiber* Worker::pop_oldest() noexcept {
   }
   Fiber* out[1];
   for (unsigned c : {kLow, kNormal, kHigh})
-    if (deques_[c].steal(out, 1) == 1) return out[0];
+    if (!deques_[c].owner_sees_empty() && deques_[c].steal(out, 1) == 1) return out[0];
   return nullptr;
 }
 
 Fiber* Worker::pop_runnable() noexcept {
-  ++tick_;
-  if (tick_ % kInjectTick == 0) [[unlikely]] {
+  if (--inject_countdown_ == 0) [[unlikely]] {
+    inject_countdown_ = kInjectTick;
     if (Fiber* f = rt->inject_pop()) return f;
   }
-  if (tick_ % kFairTick == 0) [[unlikely]] {
+  if (--fair_countdown_ == 0) [[unlikely]] {
+    fair_countdown_ = kFairTick;
     if (Fiber* f = pop_oldest()) return f;
   }
   if (Fiber* f = runnext_) {
     // runnext goes first, unless it has had its streak, or it is not high
     // class and a high-class fiber waits.
-    if (runnext_streak_ < kRunnextStreak && (class_of(f) == kHigh || deques_[kHigh].empty())) {
+    if (runnext_streak_ < kRunnextStreak &&
+        (class_of(f) == kHigh || !(maybe_queued_ & (1u << kHigh)) || deques_[kHigh].empty())) {
       ++runnext_streak_;
       runnext_ = nullptr;
       return f;
     }
   }
   runnext_streak_ = 0;
-  for (auto& d : deques_)
-    if (Fiber* f = d.pop()) return f;
+  for (unsigned c = 0; maybe_queued_ >> c; ++c) {
+    if (!(maybe_queued_ & (1u << c))) continue;
+    if (Fiber* f = deques_[c].pop()) return f;
+    maybe_queued_ &= ~(1u << c);  // found empty: only our own push sets it again
+  }
   if (Fiber* f = runnext_) {
     runnext_ = nullptr;
     return f;
@@ -151,7 +149,7 @@ Fiber* Worker::pop_runnable() noexcept {
 }
 
 bool Worker::has_local_work() const noexcept {
-  return runnext_ || yield_head_ || !deques_empty();
+  return runnext_ || yield_head_ || !deques_empty();  // (the real deques, not the hint)
 }
 
 bool Worker::deques_empty() const noexcept {
@@ -187,6 +185,7 @@ Fiber* Worker::steal_other() noexcept {
       batch[k]->set_state(FiberState::kReady, this);
       PriorityClass c = class_of(batch[k]);
       while (!deques_[c].push(batch[k])) overflow(c);
+      maybe_queued_ |= 1u << c;
     }
     return batch[got - 1];
   }

@@ -84,8 +84,21 @@ class alignas(64) Worker {
   void push(Fiber* f) noexcept;
   // A fiber this worker has just woken: it runs next.
   void push_next(Fiber* f) noexcept;
-  // A fiber that yielded: behind everything runnable here.
-  void push_yielded(Fiber* f) noexcept;
+  // A fiber that yielded: behind everything runnable here, or, while some
+  // worker sleeps, onto the injection queue where that worker can take it.
+  void push_yielded(Fiber* f) noexcept {
+    if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]] {
+      inject_yielded(f);
+      return;
+    }
+    f->next = nullptr;
+    if (yield_tail_) {
+      yield_tail_->next = f;
+    } else {
+      yield_head_ = f;
+    }
+    yield_tail_ = f;
+  }
   // The next fiber to run, from anywhere (see the top of this file), or null.
   Fiber* pop_runnable() noexcept;
   // Only this worker's own queues; no stealing, no injection queue.
@@ -121,6 +134,8 @@ class alignas(64) Worker {
 
  private:
   Fiber* pop_oldest() noexcept;  // the fairness tick's pick
+  void inject_yielded(Fiber* f) noexcept;
+  const std::atomic<std::uint32_t>* sleepers_;  // the runtime's count of sleeping workers
   Fiber* steal_other() noexcept;
   void overflow(PriorityClass c) noexcept;
   std::uint64_t random() noexcept {  // xorshift64*, for victim order
@@ -131,11 +146,17 @@ class alignas(64) Worker {
   }
 
   ChaseLevDeque deques_[kClasses];
+  // Bit c set: deques_[c] may hold fibers. Set by the owner on every push,
+  // cleared by the owner when a pop finds the deque empty (thieves only ever
+  // empty a deque, so a stale set bit costs one look and nothing else). Lets
+  // the common "nothing queued here" case skip three deques' cache lines.
+  unsigned maybe_queued_ = 0;
   Fiber* runnext_ = nullptr;
   std::uint32_t runnext_streak_ = 0;
   Fiber* yield_head_ = nullptr;  // the yield queue, linked through Fiber::next
   Fiber* yield_tail_ = nullptr;
-  std::uint32_t tick_ = 0;
+  std::uint32_t inject_countdown_ = kInjectTick;  // the fairness ticks, counted down
+  std::uint32_t fair_countdown_ = kFairTick;
   std::uint64_t rng_;
   FiberCache cache_[2];  // [0] normal, [1] small
   FiberId id_next_ = 0, id_end_ = 0;

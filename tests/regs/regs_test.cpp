@@ -68,9 +68,8 @@ std::uint64_t g_fiber_result = 0;
 void fiber_entry(Transfer t) {
   Context back = t.ctx;
   int rounds = g_rounds;
-  g_fiber_result = work(g_seed + 1, rounds, [&](int) {
-    back = chronos::arch::jump_inline(back, nullptr).ctx;
-  });
+  g_fiber_result =
+      work(g_seed + 1, rounds, [&](int) { back = chronos::arch::jump_inline(back, nullptr).ctx; });
   chronos::arch::jump_inline(back, reinterpret_cast<void*>(1));
   __builtin_trap();
 }
@@ -79,7 +78,8 @@ TEST(InlineSwitchRegisters, LiveValuesSurviveThousandsOfSwitches) {
   constexpr std::size_t kStack = 256 * 1024;
   void* mem = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(mem, MAP_FAILED);
-  Context other = chronos::arch::make_inline(static_cast<char*>(mem) + kStack, kStack, &fiber_entry);
+  Context other =
+      chronos::arch::make_inline(static_cast<char*>(mem) + kStack, kStack, &fiber_entry);
   bool finished = false;
   int rounds = g_rounds;
   std::uint64_t mine = work(g_seed, rounds, [&](int) {
@@ -106,9 +106,8 @@ TEST(InlineSwitchRegisters, LiveValuesSurviveYieldAcrossFibers) {
   std::vector<std::uint64_t> got = rt.block_on([&] {
     std::vector<chronos::JoinHandle<std::uint64_t>> hs;
     for (std::uint64_t k = 0; k < 6; ++k)
-      hs.push_back(chronos::go([k, rounds] {
-        return work(g_seed + k, rounds, [](int) { chronos::yield(); });
-      }));
+      hs.push_back(chronos::go(
+          [k, rounds] { return work(g_seed + k, rounds, [](int) { chronos::yield(); }); }));
     std::vector<std::uint64_t> r;
     for (auto& h : hs) r.push_back(h.join());
     return r;
