@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
+#include <ctime>
 
 namespace chronos::detail {
 
@@ -15,6 +17,14 @@ namespace chronos::detail {
 inline void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
             nullptr, nullptr, 0);
+}
+
+// As futex_wait, for at most `timeout`. Returns true if it timed out.
+inline bool futex_wait_for(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                           const struct timespec& timeout) noexcept {
+  long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE,
+                     expected, &timeout, nullptr, 0);
+  return r == -1 && errno == ETIMEDOUT;
 }
 
 inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {

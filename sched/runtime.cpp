@@ -213,11 +213,22 @@ void RuntimeImpl::idle_wait(Worker* w) {
     quiet_epoch_.fetch_add(1, std::memory_order_release);  // shutdown() re-checks
     futex_wake(&quiet_epoch_, INT_MAX);
   }
-  // Nothing to run: a good moment to hand a past burst's stacks back.
-  normal_pool_.trim(cfg_.max_cached_stacks);
-  small_pool_.trim(cfg_.max_cached_stacks);
   w->parks.bump();
-  futex_wait(&wake_epoch_, epoch);
+  // A past burst left more free stacks than Config::max_cached_stacks: give
+  // the excess back, but only once the runtime has stayed idle for a second,
+  // so that a brief lull between two bursts does not cost the next one its
+  // warm stacks.
+  const std::size_t keep = cfg_.max_cached_stacks;
+  if (normal_pool_.free_count() > keep || small_pool_.free_count() > keep) {
+    if (futex_wait_for(&wake_epoch_, epoch, timespec{1, 0}) && !exiting() &&
+        wake_epoch_.load(std::memory_order_relaxed) == epoch) {
+      normal_pool_.trim(keep);
+      small_pool_.trim(keep);
+      futex_wait(&wake_epoch_, epoch);
+    }
+  } else {
+    futex_wait(&wake_epoch_, epoch);
+  }
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
   w->wakeups.bump();
 }

@@ -188,6 +188,26 @@ TEST(MN, AnIdleRuntimeUsesNoCpu) {
   EXPECT_LE(used, hz / 20) << used << " ticks of CPU in an idle second";
 }
 
+TEST(MN, AnIdleRuntimeReturnsABurstsStacksAfterASecond) {
+  Runtime rt{Config{.workers = 1, .max_cached_stacks = 16}};
+  auto burst = [&] {
+    rt.block_on([] {
+      std::vector<JoinHandle<void>> hs;
+      for (int i = 0; i < 1000; ++i) hs.push_back(chronos::go([] { chronos::yield(); }));
+      for (auto& h : hs) h.join();
+    });
+  };
+  burst();
+  std::uint64_t after_burst = rt.stats().stacks_mapped;
+  EXPECT_GE(after_burst, 1000u);  // kept warm while busy
+  burst();                        // a second burst right away reuses them all
+  EXPECT_EQ(rt.stats().stacks_mapped, after_burst);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // Normal stacks past the limit are unmapped; the worker's own cache (up to
+  // 128) stays.
+  EXPECT_LE(rt.stats().stacks_mapped, 16u + 128u + 64u);
+}
+
 TEST(MN, ShutdownUnderLoadFinishesEveryFiber) {
   std::atomic<int> finished{0};
   const int n = static_cast<int>(scaled(20000));

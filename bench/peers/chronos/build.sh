@@ -2,13 +2,14 @@
 # bench/peers/chronos/build.sh: builds chronos' peer programs for
 # ../shared/peers/run.sh (see its README, "Adding a peer"):
 #
-#   PEER_PATH=$PWD/bench/peers/chronos ../shared/peers/run.sh yield spawn
+#   PEER_PATH=$PWD/bench/peers/chronos ../shared/peers/run.sh yield spawn skynet
 #
 # Configures this checkout in Release into build/ (tests and examples off,
-# benchmarks on), builds the targets peer_yield and peer_spawn
-# (bench/CMakeLists.txt, sources in src/), copies them to bin/yield and
-# bin/spawn, and writes bin/version.txt. Installs the Debian packages it needs
-# when missing. Works offline. JOBS (default 2) sets the build parallelism.
+# benchmarks on), builds the targets peer_yield, peer_spawn, peer_skynet and peer_idle
+# (bench/CMakeLists.txt, sources in src/), copies them to bin/yield,
+# bin/spawn and bin/skynet, and writes bin/version.txt. Installs the Debian
+# packages it needs when missing. Works offline. JOBS (default 2) sets the
+# build parallelism.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(cd ../../.. && pwd)
@@ -29,10 +30,11 @@ fi
 
 cmake -S "$ROOT" -B build -DCMAKE_BUILD_TYPE=Release \
     -DCHRONOS_BUILD_TESTS=OFF -DCHRONOS_BUILD_EXAMPLES=OFF -DCHRONOS_BUILD_BENCH=ON
-cmake --build build --target peer_yield peer_spawn -j "${JOBS:-2}"
+PROGRAMS=(yield spawn skynet idle)
+cmake --build build --target "${PROGRAMS[@]/#/peer_}" -j "${JOBS:-2}"
 
 mkdir -p bin
-for prog in yield spawn; do
+for prog in "${PROGRAMS[@]}"; do
     cp -f "build/bench/peer_$prog" "bin/$prog.tmp"
     mv -f "bin/$prog.tmp" "bin/$prog"
 done

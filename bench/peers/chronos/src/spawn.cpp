@@ -1,10 +1,10 @@
 // bench/peers/chronos/src/spawn.cpp: the `spawn` workload of ../shared/peers/run.sh.
 //
-// One fiber spawns N empty fibers with chronos::go(), then waits for all of
-// them. chronos has no wait group yet, so the spawner keeps the N JoinHandles
-// in a vector (reserved before timing) and joins them in order at the end; all
-// N fibers are queued, and alive, before the first one runs.
-// ns_per_spawn = wall time / N, spawning and joining included, after one
+// One fiber spawns N fibers with chronos::go(), each of which only signals a
+// shared WaitGroup, then waits on it: the shape of the Go program (wg.Add(N),
+// N x go func() { wg.Done() }, wg.Wait()). Handles are dropped (detached).
+// All N fibers are queued, and alive, before the spawner waits.
+// ns_per_spawn = wall time / N, spawning and waiting included, after one
 // untimed warm-up round of N.
 //
 // Stacks: small by default (SpawnOptions::small_stack, Config::small_stack_size,
@@ -18,7 +18,6 @@
 #include <chronos/chronos.hpp>
 
 #include <string>
-#include <vector>
 
 #include "peer.hpp"
 
@@ -30,15 +29,13 @@ int main(int argc, char** argv) {
     chronos::Runtime rt{config};
     const chronos::SpawnOptions opts{.small_stack = args.small};
     const double ns = rt.block_on([&] {
-      std::vector<chronos::JoinHandle<void>> handles;
-      handles.reserve(static_cast<std::size_t>(args.n));
+      chronos::WaitGroup wg;
       auto round = [&] {
         const auto t0 = peer::Clock::now();
-        for (long i = 0; i < args.n; ++i) handles.push_back(chronos::go(opts, [] {}));
-        for (auto& h : handles) h.join();
-        const double elapsed = peer::ns_since(t0);
-        handles.clear();
-        return elapsed;
+        wg.add(args.n);
+        for (long i = 0; i < args.n; ++i) chronos::go(opts, [&wg] { wg.done(); }).detach();
+        wg.wait();
+        return peer::ns_since(t0);
       };
       round();  // warm-up
       return round();

@@ -1,0 +1,75 @@
+// bench/peers/chronos/src/idle.cpp: the `idle` workload of ../shared/peers/run.sh.
+//
+// Spawns N small-stack fibers that each signal `started` and then park on one
+// shared gate. chronos has no channels yet, so the gate is a WaitGroup with a
+// count of one that every fiber wait()s on (release=waitgroup in the table);
+// a parked fiber's stack holds the same few frames either way. Once all have
+// started, this thread sleeps 100 ms, reads VmRSS, opens the gate, and waits
+// for every fiber to finish. No warm-up: a cold spawn.
+//
+//   bytes_per_fiber = (VmRSS with all parked - VmRSS before spawning) / N
+//   ms              = first spawn until all N have started
+//   join_ms         = opening the gate until all N have finished
+//
+//   idle [--threads 2] [--n 100000]
+#include <chronos/chronos.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "peer.hpp"
+
+namespace {
+
+long vm_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6)) * 1024;  // kB
+  }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const peer::Args args = peer::parse(argc, argv, "idle", 2, 100'000, false);
+  return peer::guarded("idle", [&] {
+    chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
+    chronos::WaitGroup started(args.n), gate(1), finished(args.n);
+    const long rss_before = vm_rss_bytes();
+
+    const auto t0 = peer::Clock::now();
+    rt.spawn([&] {
+        for (long i = 0; i < args.n; ++i) {
+          chronos::go(chronos::SpawnOptions{.small_stack = true}, [&] {
+            started.done();
+            gate.wait();
+            finished.done();
+          }).detach();
+        }
+      }).detach();
+    started.wait();  // blocks this (plain) thread
+    const double start_ms = peer::ns_since(t0) / 1e6;
+
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the last ones park
+    const long rss_parked = vm_rss_bytes();
+
+    const auto t1 = peer::Clock::now();
+    gate.done();
+    finished.wait();
+    const double join_ms = peer::ns_since(t1) / 1e6;
+
+    const double per_fiber =
+        static_cast<double>(rss_parked - rss_before) / static_cast<double>(args.n);
+    char extra[160];
+    std::snprintf(extra, sizeof extra,
+                  " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%zuk release=waitgroup", start_ms,
+                  static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms,
+                  chronos::Config{}.small_stack_size / 1024);
+    peer::result("idle", static_cast<long>(rt.workers()), args.n, "bytes_per_fiber", per_fiber,
+                 extra);
+  });
+}

@@ -1,0 +1,76 @@
+// bench/peers/chronos/src/skynet.cpp: the `skynet` workload of ../shared/peers/run.sh.
+//
+// The classic skynet tree: each node spawns 10 children until there are N
+// leaves (10^6: depth 6, 1,111,111 fibers in all, the root included). chronos
+// has no channels yet, so a node passes its value up through its JoinHandle
+// instead of a channel: a leaf (size 1) returns its own number; any other node
+// spawns its 10 children with chronos::go() into a fixed std::array of
+// JoinHandle<long>, joins them in order and returns the sum. The root is
+// spawned the same way from the block_on fiber. The root's sum must be
+// N(N-1)/2 (499999500000 for N = 10^6); otherwise the program exits 1.
+//
+// Every fiber has a small stack (SpawnOptions::small_stack), as in the spawn
+// workload: stack=small. chan=join says that values travel through joins, not
+// channels, so the shape differs from Go's (a parent parks in join() on each
+// child that has not finished yet, rather than on one channel receive).
+//
+// ms = wall time of one whole tree, after one untimed warm-up tree.
+//
+//   skynet [--threads 2] [--n 1000000]      (N a power of 10)
+#include <chronos/chronos.hpp>
+
+#include <array>
+#include <stdexcept>
+#include <string>
+
+#include "peer.hpp"
+
+namespace {
+
+constexpr long kFanOut = 10;
+constexpr chronos::SpawnOptions kOpts{.small_stack = true};
+
+long skynet(long num, long size) {
+  if (size == 1) return num;
+  const long child = size / kFanOut;
+  std::array<chronos::JoinHandle<long>, kFanOut> kids;
+  for (long i = 0; i < kFanOut; ++i)
+    kids[static_cast<std::size_t>(i)] =
+        chronos::go(kOpts, [num, i, child] { return skynet(num + i * child, child); });
+  long sum = 0;
+  for (auto& k : kids) sum += k.join();
+  return sum;
+}
+
+// One whole tree, from the calling fiber. Returns the root's sum; ns is set to
+// the wall time.
+long tree(long n, double& ns) {
+  const auto t0 = peer::Clock::now();
+  const long sum = chronos::go(kOpts, [n] { return skynet(0, n); }).join();
+  ns = peer::ns_since(t0);
+  return sum;
+}
+
+std::string wrong(long sum, long want) {
+  return "wrong sum " + std::to_string(sum) + ", want " + std::to_string(want);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const peer::Args args = peer::parse(argc, argv, "skynet", 2, 1'000'000, false);
+  for (long p = args.n; p != 1; p /= kFanOut)
+    if (p % kFanOut != 0)
+      peer::usage_error("skynet", "--n must be a power of 10, got " + std::to_string(args.n));
+  const long want = args.n * (args.n - 1) / 2;
+  return peer::guarded("skynet", [&] {
+    chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
+    double ns = 0;
+    const long warm = rt.block_on([&] { return tree(args.n, ns); });
+    if (warm != want) throw std::runtime_error("warm-up: " + wrong(warm, want));
+    const long sum = rt.block_on([&] { return tree(args.n, ns); });
+    if (sum != want) throw std::runtime_error(wrong(sum, want));  // guarded(): exit 1
+    peer::result("skynet", static_cast<long>(rt.workers()), args.n, "ms", ns / 1e6,
+                 " sum=" + std::to_string(sum) + " stack=small chan=join");
+  });
+}
