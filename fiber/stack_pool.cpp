@@ -88,8 +88,8 @@ Fiber* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
   return f;
 }
 
-void StackPool::map_normal(Fiber** out) {
-  std::size_t len = page_ + slot_size_;
+// len bytes, committed lazily, whose first page is a PROT_NONE guard.
+char* StackPool::map_guarded(std::size_t len) const {
   void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (p == MAP_FAILED) throw_stack_alloc_error(errno, len);
@@ -98,7 +98,12 @@ void StackPool::map_normal(Fiber** out) {
     ::munmap(p, len);
     throw_stack_alloc_error(err, len);
   }
-  *out = prepare(static_cast<char*>(p) + page_, false);
+  return static_cast<char*>(p);
+}
+
+void StackPool::map_normal(Fiber** out) {
+  char* p = map_guarded(page_ + slot_size_);
+  *out = prepare(p + page_, false);
   (*out)->pool_index = static_cast<std::uint32_t>(normals_.size());
   normals_.push_back(*out);
   mapped_.fetch_add(1, std::memory_order_relaxed);
@@ -138,17 +143,10 @@ void StackPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
 void StackPool::map_slab() {
   std::size_t slots = std::max<std::size_t>(1, kSlabBytes / slot_size_);
   std::size_t len = page_ + slots * slot_size_;
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (p == MAP_FAILED) throw_stack_alloc_error(errno, len);
-  if (::mprotect(p, page_, PROT_NONE) != 0) {
-    int err = errno;
-    ::munmap(p, len);
-    throw_stack_alloc_error(err, len);
-  }
-  slabs_.emplace_back(static_cast<char*>(p), len);
-  bump_ = static_cast<char*>(p) + page_;
-  bump_end_ = static_cast<char*>(p) + len;
+  char* p = map_guarded(len);
+  slabs_.emplace_back(p, len);
+  bump_ = p + page_;
+  bump_end_ = p + len;
 }
 
 std::size_t StackPool::take(Fiber** out, std::size_t n) {

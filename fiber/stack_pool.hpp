@@ -95,6 +95,7 @@ class StackPool {
  private:
   // Builds a TCB at the top of a fresh (or trimmed) slot.
   Fiber* prepare(char* slot_lo, bool first_in_slab) noexcept;
+  char* map_guarded(std::size_t len) const;
   void map_normal(Fiber** out);
   void map_slab();
   void unmap_normal(Fiber* f) noexcept;
