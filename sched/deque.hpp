@@ -97,6 +97,28 @@ class ChaseLevDeque {
     return f;
   }
 
+  // Owner only. Takes up to `max` of the oldest fibers (at most half) with one
+  // CAS on top, for moving an overflowing deque's older half elsewhere. Safe
+  // where a thief's batch is not (see steal()): the only CAS-free taker, the
+  // owner's pop(), is this same thread, so `bottom` cannot move meanwhile,
+  // and a thief's single steal and this CAS are ordered by `top`.
+  std::size_t take_oldest(Fiber** out, std::size_t max) noexcept {
+    const std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    for (int tries = 0; tries < 8; ++tries) {
+      std::int64_t t = top_.load(std::memory_order_acquire);
+      if (t >= b) return 0;
+      auto n = static_cast<std::size_t>((b - t) / 2);
+      if (n > max) n = max;
+      if (n == 0) return 0;
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = slots_[(static_cast<std::size_t>(t) + i) & mask_].load(std::memory_order_relaxed);
+      if (top_.compare_exchange_strong(t, t + static_cast<std::int64_t>(n),
+                                       std::memory_order_seq_cst, std::memory_order_relaxed))
+        return n;
+    }
+    return 0;  // thieves kept winning: they are emptying it anyway
+  }
+
   // Any thread. Takes up to `max` (and at most half, rounded up) of the
   // oldest fibers into out[], oldest first. Returns how many; 0 if empty or
   // if it lost the first race (the caller may retry or move on).

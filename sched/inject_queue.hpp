@@ -9,10 +9,12 @@
 //
 // Full ring: push() returns false and the caller decides. Runtime::spawn
 // applies back-pressure (it waits, yielding the thread, until a worker makes
-// room). A worker must never wait, so its overflow goes through spill(): an
-// unbounded list under a mutex, used only while the ring is full, and checked
-// by pop() (through an atomic count, without the lock) after the ring. No
-// fiber is ever dropped. See README, "Spawning from outside".
+// room). Workers hand over whole batches instead (their deque's overflow,
+// fibers readied for another runtime): push_batch() splices them onto an
+// unbounded list under a mutex, one critical section per batch, never waiting
+// for room, and pop_batch() takes up to a batch back the same way. The list
+// is checked after the ring, through an atomic count, without the lock when
+// empty. No fiber is ever dropped. See README, "Spawning from outside".
 #pragma once
 
 #include <atomic>
@@ -56,37 +58,46 @@ class InjectQueue {
     }
   }
 
-  // Never fails: the ring, or the spill list when the ring is full.
-  void push_or_spill(Fiber* f) noexcept {
-    if (push(f)) return;
-    std::lock_guard lock(spill_mu_);
-    f->next = nullptr;
-    if (spill_tail_) {
-      spill_tail_->next = f;
+  // A batch from a worker (its deque's overflow, a hand-off): never fails and
+  // never waits. It goes to the batch list in one critical section, as Go's
+  // runqputslow moves half a run queue to the global queue under one lock.
+  void push_batch(Fiber* const* fs, std::size_t n) noexcept {
+    if (n == 0) return;
+    for (std::size_t i = 0; i + 1 < n; ++i) fs[i]->next = fs[i + 1];
+    fs[n - 1]->next = nullptr;
+    std::lock_guard lock(batch_mu_);
+    if (batch_tail_) {
+      batch_tail_->next = fs[0];
     } else {
-      spill_head_ = f;
+      batch_head_ = fs[0];
     }
-    spill_tail_ = f;
-    spilled_.fetch_add(1, std::memory_order_release);
+    batch_tail_ = fs[n - 1];
+    batched_.fetch_add(n, std::memory_order_release);  // release: the links are visible
   }
 
-  Fiber* pop() noexcept {
-    if (Fiber* f = pop_ring()) return f;
-    if (spilled_.load(std::memory_order_acquire) == 0) return nullptr;
-    std::lock_guard lock(spill_mu_);
-    Fiber* f = spill_head_;
-    if (f) {
-      spill_head_ = f->next;
-      if (!spill_head_) spill_tail_ = nullptr;
-      spilled_.fetch_sub(1, std::memory_order_relaxed);
+  // Up to max fibers into out (at least 1 if any is queued): one from the
+  // ring, or a batch from the batch list in one critical section.
+  std::size_t pop_batch(Fiber** out, std::size_t max) noexcept {
+    if (Fiber* f = pop_ring()) {
+      out[0] = f;
+      return 1;
     }
-    return f;
+    if (batched_.load(std::memory_order_acquire) == 0) return 0;
+    std::lock_guard lock(batch_mu_);
+    std::size_t n = 0;
+    while (n < max && batch_head_) {
+      out[n++] = batch_head_;
+      batch_head_ = batch_head_->next;
+    }
+    if (!batch_head_) batch_tail_ = nullptr;
+    batched_.fetch_sub(n, std::memory_order_relaxed);
+    return n;
   }
 
   // A hint: may be stale by the time the caller acts on it.
   bool empty() const noexcept {
     return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) &&
-           spilled_.load(std::memory_order_acquire) == 0;
+           batched_.load(std::memory_order_acquire) == 0;
   }
 
  private:
@@ -120,10 +131,10 @@ class InjectQueue {
   std::unique_ptr<Cell[]> cells_;
   alignas(64) std::atomic<std::size_t> head_{0};  // consumers
   alignas(64) std::atomic<std::size_t> tail_{0};  // producers
-  alignas(64) std::atomic<std::size_t> spilled_{0};
-  std::mutex spill_mu_;
-  Fiber* spill_head_ = nullptr;
-  Fiber* spill_tail_ = nullptr;
+  alignas(64) std::atomic<std::size_t> batched_{0};
+  std::mutex batch_mu_;
+  Fiber* batch_head_ = nullptr;
+  Fiber* batch_tail_ = nullptr;
 };
 
 }  // namespace chronos::detail

@@ -125,12 +125,13 @@ void RuntimeImpl::inject(Fiber* f) noexcept {
 }
 
 void RuntimeImpl::inject_batch(Fiber* const* fs, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) inject_.push_or_spill(fs[i]);
-  if (n) wake_one();
+  if (n == 0) return;
+  inject_.push_batch(fs, n);
+  wake_one();
 }
 
-Fiber* RuntimeImpl::inject_pop() noexcept {
-  return inject_.pop();
+std::size_t RuntimeImpl::inject_pop(Fiber** out, std::size_t max) noexcept {
+  return inject_.pop_batch(out, max);
 }
 
 void RuntimeImpl::wake_one() noexcept {

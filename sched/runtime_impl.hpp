@@ -26,10 +26,11 @@ class RuntimeImpl {
   // From any thread. inject() is Runtime::spawn's: it waits for room if the
   // ring is full (back-pressure on outside producers). inject_batch() is for
   // everything else (workers' overflow and hand-offs, wake-ups from other
-  // threads), which must never wait: past the ring it spills to a list.
+  // threads), which must never wait: one batch, one critical section.
   void inject(Fiber* f) noexcept;
   void inject_batch(Fiber* const* fs, std::size_t n) noexcept;
-  Fiber* inject_pop() noexcept;
+  // Up to max fibers from the injection queue (one from its ring, or a batch).
+  std::size_t inject_pop(Fiber** out, std::size_t max) noexcept;
 
   // A worker queued work on its own deque: if workers sleep and none spins,
   // wake one to come and steal (it starts out spinning). Go's wakep().

@@ -94,10 +94,32 @@ void Worker::inject_yielded(Fiber* f) noexcept {
 // worker can take it. Never blocks and never drops a fiber.
 void Worker::overflow(PriorityClass c) noexcept {
   Fiber* batch[256];
-  std::size_t n = deques_[c].steal(batch, sizeof batch / sizeof batch[0]);
+  std::size_t n = deques_[c].take_oldest(batch, sizeof batch / sizeof batch[0]);
+  if (n == 0) n = deques_[c].steal(batch, 1);  // (thieves are racing us for it)
   rt->inject_batch(batch, n);
 }
 
+// From the injection queue: one fiber to run, and the rest of the batch onto
+// our own deques, where other workers can steal them.
+Fiber* Worker::take_injected() noexcept {
+  Fiber* batch[kStealBatch];
+  std::size_t n = rt->inject_pop(batch, kInjectBatch);
+  if (n == 0) return nullptr;
+  for (std::size_t k = 1; k < n; ++k) {
+    batch[k]->set_state(FiberState::kReady, this);
+    PriorityClass c = class_of(batch[k]);
+    while (!deques_[c].push(batch[k])) overflow(c);
+    maybe_queued_ |= 1u << c;
+  }
+  return batch[0];
+}
+
+// The fairness tick's pick: what the normal order could starve. A yielded
+// fiber; else the oldest low-class fiber; else, if high-class work is
+// waiting (which the normal order always serves first), the oldest normal
+// one. Never the oldest of an unstarved class: in a fork-join workload that
+// would be the biggest pending subtree, and taking it breaks the depth-first
+// order that keeps the number of live fibers small.
 Fiber* Worker::pop_oldest() noexcept {
   if (Fiber* f = yield_head_) {
     yield_head_ = f->next;
@@ -105,15 +127,17 @@ Fiber* Worker::pop_oldest() noexcept {
     return f;
   }
   Fiber* out[1];
-  for (unsigned c : {kLow, kNormal, kHigh})
-    if (!deques_[c].owner_sees_empty() && deques_[c].steal(out, 1) == 1) return out[0];
+  if (!deques_[kLow].owner_sees_empty() && deques_[kLow].steal(out, 1) == 1) return out[0];
+  if (!deques_[kHigh].owner_sees_empty() && !deques_[kNormal].owner_sees_empty() &&
+      deques_[kNormal].steal(out, 1) == 1)
+    return out[0];
   return nullptr;
 }
 
 Fiber* Worker::pop_runnable() noexcept {
   if (--inject_countdown_ == 0) [[unlikely]] {
     inject_countdown_ = kInjectTick;
-    if (Fiber* f = rt->inject_pop()) return f;
+    if (Fiber* f = take_injected()) return f;
   }
   if (--fair_countdown_ == 0) [[unlikely]] {
     fair_countdown_ = kFairTick;
@@ -144,7 +168,7 @@ Fiber* Worker::pop_runnable() noexcept {
     if (!yield_head_) yield_tail_ = nullptr;
     return f;
   }
-  if (Fiber* f = rt->inject_pop()) return f;
+  if (Fiber* f = take_injected()) return f;
   return steal_other();
 }
 

@@ -22,10 +22,11 @@
 //   other workers, by stealing.
 //
 // Fairness: every kInjectTick-th round the injection queue is checked first,
-// and every kFairTick-th round the oldest fiber is taken first: the head of
-// the yield queue, else the oldest of the low, then normal, then high deque.
-// So a low-priority fiber waits at most a bounded number of rounds (the
-// "fairness tick"; README, "Priorities").
+// and every kFairTick-th round what the normal order could starve goes first
+// (pop_oldest): the head of the yield queue, else the oldest low-class fiber,
+// else, while high-class work waits, the oldest normal one. So a low-priority
+// fiber waits a bounded number of rounds (the "fairness tick"; README,
+// "Scheduling"), while fork-join work keeps its depth-first order.
 #pragma once
 
 #include <atomic>
@@ -131,10 +132,12 @@ class alignas(64) Worker {
   static constexpr std::uint32_t kFairTick = 16;
   static constexpr std::uint32_t kRunnextStreak = 3;
   static constexpr std::size_t kStealBatch = 32;
+  static constexpr std::size_t kInjectBatch = 32;
 
  private:
   Fiber* pop_oldest() noexcept;  // the fairness tick's pick
   void inject_yielded(Fiber* f) noexcept;
+  Fiber* take_injected() noexcept;
   const std::atomic<std::uint32_t>* sleepers_;  // the runtime's count of sleeping workers
   Fiber* steal_other() noexcept;
   void overflow(PriorityClass c) noexcept;
