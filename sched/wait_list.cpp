@@ -86,16 +86,14 @@ WaitNode* wait_list_pop(WaitList& l) noexcept {
   return n;
 }
 
-void wait_list_wake(WaitNode* node) noexcept {
+bool wait_list_wake(WaitNode* node) noexcept {
   // Read everything first: the node lives on the waiter's stack, and the
   // waiter may run (and return) the moment it is woken.
   Fiber* f = node->fiber;
   auto* thread = static_cast<ThreadWaiter*>(node->thread);
-  if (f) {
-    wake(current_worker(), f);
-  } else {
-    thread->wake();
-  }
+  if (f) return wake(current_worker(), f);
+  thread->wake();
+  return true;
 }
 
 }  // namespace chronos::detail

@@ -4,6 +4,15 @@
 //   wg.add(n);
 //   for (...) chronos::go([&] { work(); wg.done(); });
 //   wg.wait();   // parks this fiber (or blocks a plain thread) until n done()s
+//
+//   chronos::Mutex mu;                 // works with std::lock_guard / std::unique_lock
+//   chronos::CondVar cv;
+//   std::unique_lock lk(mu);
+//   cv.wait(lk, [&] { return ready; });
+//
+// Every primitive here works from fibers on any worker and from plain
+// threads alike: a fiber parks, a thread blocks on a futex. None is copyable
+// or movable (waiters point into it).
 #pragma once
 
 #include <chronos/detail/wait_list.hpp>
@@ -11,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 
 namespace chronos {
 
@@ -34,6 +44,87 @@ class CHRONOS_API WaitGroup {
 
  private:
   std::atomic<std::int64_t> count_{0};
+  detail::WaitList waiters_;
+};
+
+// A mutex for fibers. Uncontended, lock() and unlock() are one CAS each.
+// Contended, waiters queue in FIFO order and unlock() hands the mutex
+// directly to the oldest one, so no waiter starves (there is no barging: a
+// newcomer queues behind). Not recursive; unlock() by a non-owner is
+// undefined, as for std::mutex.
+class CHRONOS_API Mutex {
+ public:
+  Mutex() = default;
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+
+  void lock() {
+    std::uint32_t unlocked = kUnlocked;
+    // acquire: the critical section sees the previous owner's writes.
+    if (state_.compare_exchange_strong(unlocked, kLocked, std::memory_order_acquire,
+                                       std::memory_order_relaxed))
+      return;
+    lock_slow();
+  }
+  bool try_lock() noexcept {
+    std::uint32_t unlocked = kUnlocked;
+    return state_.compare_exchange_strong(unlocked, kLocked, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+  }
+  void unlock() {
+    std::uint32_t locked = kLocked;
+    // release: publishes the critical section to the next owner.
+    if (state_.compare_exchange_strong(locked, kUnlocked, std::memory_order_release,
+                                       std::memory_order_relaxed))
+      return;
+    unlock_slow();
+  }
+
+ private:
+  static constexpr std::uint32_t kUnlocked = 0, kLocked = 1, kContended = 2;
+  void lock_slow();
+  void unlock_slow();
+  std::atomic<std::uint32_t> state_{kUnlocked};
+  detail::WaitList waiters_;
+};
+
+// A counting semaphore. acquire() takes a permit, parking (FIFO) while there
+// is none; release() gives one back, to the oldest waiter if any.
+class CHRONOS_API Semaphore {
+ public:
+  explicit Semaphore(std::int64_t permits = 0) : permits_(permits) {}
+  Semaphore(const Semaphore&) = delete;
+  Semaphore& operator=(const Semaphore&) = delete;
+
+  void acquire();
+  bool try_acquire() noexcept;
+  void release(std::int64_t n = 1);
+  std::int64_t available() const noexcept;
+
+ private:
+  std::int64_t permits_;  // under waiters_'s lock
+  detail::WaitList waiters_;
+};
+
+// A condition variable for chronos::Mutex. wait() releases the mutex and
+// parks in one step (no notify between the two is lost), and re-locks it
+// before returning. Spurious wake-ups do not happen, but use the predicate
+// form anyway: another fiber may have changed the state first.
+class CHRONOS_API CondVar {
+ public:
+  CondVar() = default;
+  CondVar(const CondVar&) = delete;
+  CondVar& operator=(const CondVar&) = delete;
+
+  void wait(std::unique_lock<Mutex>& lock);
+  template <class Pred>
+  void wait(std::unique_lock<Mutex>& lock, Pred pred) {
+    while (!pred()) wait(lock);
+  }
+  void notify_one();
+  void notify_all();
+
+ private:
   detail::WaitList waiters_;
 };
 

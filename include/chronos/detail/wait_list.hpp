@@ -44,7 +44,9 @@ CHRONOS_API void wait_list_park(WaitList& l, WaitNode& node);
 // With the lock held: the oldest waiter, unqueued, or null.
 CHRONOS_API WaitNode* wait_list_pop(WaitList& l) noexcept;
 // Without the lock: wakes a node that pop() returned. The node may be gone
-// (its waiter running again) as soon as this returns.
-CHRONOS_API void wait_list_wake(WaitNode* node) noexcept;
+// (its waiter running again) as soon as this returns. False if the waiter
+// could not take it: a fiber already being unwound at runtime shutdown, which
+// will not come back for whatever was handed to it.
+CHRONOS_API bool wait_list_wake(WaitNode* node) noexcept;
 
 }  // namespace chronos::detail
