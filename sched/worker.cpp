@@ -71,19 +71,30 @@ void Worker::run() {
 
 void Worker::push(Fiber* f) noexcept {
   PriorityClass c = class_of(f);
-  while (!deques_[c].push(f)) overflow(c);
+  if (!deques_[c].push(f)) [[unlikely]]
+    push_overflowing(f, c);
   maybe_queued_ |= 1u << c;
-  rt->notify_work();
+  if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
+    rt->notify_work();
+}
+
+// The deque was full: make room (overflow) until the push succeeds. Kept out
+// of line so that push() itself stays a few instructions.
+[[gnu::noinline]] void Worker::push_overflowing(Fiber* f, PriorityClass c) noexcept {
+  do overflow(c);
+  while (!deques_[c].push(f));
 }
 
 void Worker::push_next(Fiber* f) noexcept {
   if (Fiber* old = runnext_) {
     PriorityClass c = class_of(old);
-    while (!deques_[c].push(old)) overflow(c);
+    if (!deques_[c].push(old)) [[unlikely]]
+      push_overflowing(old, c);
     maybe_queued_ |= 1u << c;
   }
   runnext_ = f;
-  rt->notify_work();
+  if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
+    rt->notify_work();
 }
 
 void Worker::inject_yielded(Fiber* f) noexcept {

@@ -141,6 +141,7 @@ class alignas(64) Worker {
   const std::atomic<std::uint32_t>* sleepers_;  // the runtime's count of sleeping workers
   Fiber* steal_other() noexcept;
   void overflow(PriorityClass c) noexcept;
+  void push_overflowing(Fiber* f, PriorityClass c) noexcept;
   std::uint64_t random() noexcept {  // xorshift64*, for victim order
     rng_ ^= rng_ >> 12;
     rng_ ^= rng_ << 25;
