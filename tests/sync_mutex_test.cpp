@@ -146,4 +146,32 @@ TEST(CondVar, NotifyAllWakesEveryWaiter) {
   EXPECT_EQ(woke.load(), 100);
 }
 
+TEST(CallOnce, RunsOnceAcrossFibersAndThreadsAndRetriesAfterAThrow) {
+  Runtime rt{Config{.workers = 2}};
+  chronos::OnceFlag flag;
+  std::atomic<int> calls{0};
+  int value = 0;  // written once, read by all after call_once returns
+  std::vector<JoinHandle<int>> hs;
+  for (int i = 0; i < 100; ++i)
+    hs.push_back(rt.spawn([&] {
+      chronos::call_once(flag, [&] {
+        ++calls;
+        chronos::yield();  // the others arrive while it runs, and park
+        value = 42;
+      });
+      return value;
+    }));
+  chronos::call_once(flag, [&] { ++calls; });  // a plain thread too
+  for (auto& h : hs) EXPECT_EQ(h.join(), 42);
+  EXPECT_EQ(calls.load(), 1);
+
+  chronos::OnceFlag retry;
+  EXPECT_THROW(chronos::call_once(retry, [] { throw std::runtime_error("first try fails"); }),
+               std::runtime_error);
+  int ran = 0;
+  chronos::call_once(retry, [&] { ++ran; });
+  chronos::call_once(retry, [&] { ++ran; });
+  EXPECT_EQ(ran, 1);
+}
+
 }  // namespace

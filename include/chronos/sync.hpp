@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 
 namespace chronos {
@@ -127,5 +128,31 @@ class CHRONOS_API CondVar {
  private:
   detail::WaitList waiters_;
 };
+
+// Runs a callable once across all fibers and threads, as std::call_once, but
+// a caller that finds it running parks (a fiber) instead of blocking its
+// worker. If the callable throws, the exception reaches that caller and the
+// flag stays unset: the next caller tries again.
+class OnceFlag {
+ public:
+  OnceFlag() = default;
+  OnceFlag(const OnceFlag&) = delete;
+  OnceFlag& operator=(const OnceFlag&) = delete;
+
+ private:
+  template <class F, class... Args>
+  friend void call_once(OnceFlag& flag, F&& fn, Args&&... args);
+  std::atomic<bool> done_{false};
+  Mutex mu_;
+};
+
+template <class F, class... Args>
+void call_once(OnceFlag& flag, F&& fn, Args&&... args) {
+  if (flag.done_.load(std::memory_order_acquire)) return;  // acquire: sees fn's effects
+  std::lock_guard guard(flag.mu_);
+  if (flag.done_.load(std::memory_order_relaxed)) return;  // (the mutex ordered us after it)
+  std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
+  flag.done_.store(true, std::memory_order_release);  // release: publishes fn's effects
+}
 
 }  // namespace chronos
