@@ -101,7 +101,7 @@ inline constexpr std::uintptr_t kPtrMask = ~std::uintptr_t{7};
 }  // namespace join_word
 
 // What a parked fiber waits on, for dumps. Stored beside the state word's pointer.
-enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kForeign };
+enum class WaitKind : std::uint8_t { kNone, kJoin, kSync };
 
 inline constexpr std::size_t kNameCapacity = 32;
 

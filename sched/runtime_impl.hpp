@@ -35,7 +35,6 @@ class RuntimeImpl {
   // A worker queued work on its own deque: if workers sleep and none spins,
   // wake one to come and steal (it starts out spinning). Go's wakep().
   void notify_work() noexcept;
-  bool has_sleepers() const noexcept { return sleepers_.load(std::memory_order_relaxed) != 0; }
   const std::atomic<std::uint32_t>* sleepers_counter() const noexcept { return &sleepers_; }
   // Called by a worker that found nothing to run: spins a bounded while,
   // looking for work (stealing), if fewer than kMaxSpinners already spin.
@@ -55,7 +54,6 @@ class RuntimeImpl {
   bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
 
   StackPool& pool(bool small) noexcept { return small ? small_pool_ : normal_pool_; }
-  InjectQueue& inject_queue() noexcept { return inject_; }
   FiberId take_id_block(FiberId n) noexcept {
     return next_id_.fetch_add(n, std::memory_order_relaxed);
   }
