@@ -81,10 +81,9 @@ void Semaphore::release(std::int64_t n) {
 }
 
 std::int64_t Semaphore::available() const noexcept {
-  auto& self = const_cast<Semaphore&>(*this);
-  detail::wait_list_lock(self.waiters_);
+  detail::wait_list_lock(waiters_);
   std::int64_t p = permits_;
-  detail::wait_list_unlock(self.waiters_);
+  detail::wait_list_unlock(waiters_);
   return p;
 }
 
@@ -107,15 +106,7 @@ void CondVar::notify_one() {
 }
 
 void CondVar::notify_all() {
-  detail::wait_list_lock(waiters_);
-  detail::WaitNode* all = waiters_.head;
-  waiters_.head = waiters_.tail = nullptr;
-  detail::wait_list_unlock(waiters_);
-  while (all) {
-    detail::WaitNode* next = all->next;  // read before the waiter can run
-    detail::wait_list_wake(all);
-    all = next;
-  }
+  detail::wait_list_wake_all(waiters_);
 }
 
 }  // namespace chronos

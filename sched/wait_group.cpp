@@ -17,15 +17,7 @@ void WaitGroup::add(std::int64_t delta) {
   // Reached zero: wake everyone queued. They were queued under the lock after
   // seeing a non-zero count, and we take the lock after making it zero, so
   // nobody is missed.
-  detail::wait_list_lock(waiters_);
-  detail::WaitNode* all = waiters_.head;
-  waiters_.head = waiters_.tail = nullptr;
-  detail::wait_list_unlock(waiters_);
-  while (all) {
-    detail::WaitNode* next = all->next;  // read before the waiter can run
-    detail::wait_list_wake(all);
-    all = next;
-  }
+  detail::wait_list_wake_all(waiters_);
 }
 
 void WaitGroup::wait() {

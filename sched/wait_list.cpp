@@ -97,3 +97,19 @@ bool wait_list_wake(WaitNode* node) noexcept {
 }
 
 }  // namespace chronos::detail
+
+namespace chronos::detail {
+
+void wait_list_wake_all(WaitList& l) noexcept {
+  wait_list_lock(l);
+  WaitNode* all = l.head;
+  l.head = l.tail = nullptr;
+  wait_list_unlock(l);
+  while (all) {
+    WaitNode* next = all->next;  // read before the waiter can run
+    wait_list_wake(all);
+    all = next;
+  }
+}
+
+}  // namespace chronos::detail

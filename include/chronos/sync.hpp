@@ -103,8 +103,8 @@ class CHRONOS_API Semaphore {
   std::int64_t available() const noexcept;
 
  private:
-  std::int64_t permits_;  // under waiters_'s lock
-  detail::WaitList waiters_;
+  std::int64_t permits_;              // under waiters_'s lock
+  mutable detail::WaitList waiters_;  // mutable: available() takes its lock
 };
 
 // A condition variable for chronos::Mutex. wait() releases the mutex and

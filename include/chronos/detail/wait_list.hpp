@@ -48,5 +48,7 @@ CHRONOS_API WaitNode* wait_list_pop(WaitList& l) noexcept;
 // could not take it: a fiber already being unwound at runtime shutdown, which
 // will not come back for whatever was handed to it.
 CHRONOS_API bool wait_list_wake(WaitNode* node) noexcept;
+// Takes the lock, empties the list, releases the lock, wakes every waiter.
+CHRONOS_API void wait_list_wake_all(WaitList& l) noexcept;
 
 }  // namespace chronos::detail
