@@ -47,6 +47,7 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, f->pool->small(),
                                   opts.preserve_fp_env),
                  std::memory_order_relaxed);
+  if (opts.stop_token.stop_possible()) f->stop = opts.stop_token;  // (retire_fiber empties it)
   f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
   f->fp_x87_cw = 0x037F;
 
@@ -67,6 +68,7 @@ void destroy_payload(Fiber* f) noexcept {
 void retire_fiber(Fiber* f) noexcept {
   destroy_payload(f);
   arch::sanitizer_destroy_fiber(f->san);
+  f->stop = {};
 #if CHRONOS_ASAN
   // Frames that never returned (the entry's) leave poisoned redzones behind;
   // the next fiber on this stack must not trip over them.

@@ -46,6 +46,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <stop_token>
 
 #include "arch/context.hpp"
 #include "arch/sanitizer.hpp"
@@ -101,7 +102,7 @@ inline constexpr std::uintptr_t kPtrMask = ~std::uintptr_t{7};
 }  // namespace join_word
 
 // What a parked fiber waits on, for dumps. Stored beside the state word's pointer.
-enum class WaitKind : std::uint8_t { kNone, kJoin, kSync };
+enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kIo };  // kIo: reactor/io_wait.hpp
 
 inline constexpr std::size_t kNameCapacity = 32;
 
@@ -130,6 +131,7 @@ struct alignas(64) Fiber {
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
   arch::SanitizerState san;
+  std::stop_token stop;  // blocking calls watch it (chronos/cancel.hpp)
 
   FiberState load_state() const noexcept {
     return state_word::state(state.load(std::memory_order_relaxed));

@@ -2,6 +2,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "chronos/cancel.hpp"
+#include "chronos/detail/waiter.hpp"
 #include "sched/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
@@ -18,7 +20,23 @@ Worker* fiber_worker_or_throw(const char* what) {
   return w;
 }
 
+// Takes joiner `self` back out of f's join word, if the exit has not taken
+// it yet. True if it did.
+bool withdraw_joiner(Fiber* f, Fiber* self) {
+  std::uintptr_t j = f->join.load(std::memory_order_acquire);
+  do {
+    if ((j & join_word::kDone) ||
+        (j & join_word::kPtrMask) != reinterpret_cast<std::uintptr_t>(self))
+      return false;
+  } while (!f->join.compare_exchange_weak(j, j & ~join_word::kPtrMask, std::memory_order_acq_rel,
+                                          std::memory_order_acquire));
+  return true;
+}
+
 // kPark commit for a join: register `self` as f's joiner unless f is done.
+// A stop requested before we registered is ours to act on here (the stop
+// callback found nothing to withdraw); the seq_cst fences pair with
+// StopJoin's, so one of the two always sees the other.
 bool register_joiner(void* arg, Fiber* self) {
   auto* f = static_cast<Fiber*>(arg);
   std::uintptr_t j = f->join.load(std::memory_order_acquire);
@@ -28,8 +46,23 @@ bool register_joiner(void* arg, Fiber* self) {
     // resumes us after reading this word.
   } while (!f->join.compare_exchange_weak(j, j | reinterpret_cast<std::uintptr_t>(self),
                                           std::memory_order_release, std::memory_order_acquire));
+  if (self->stop.stop_possible()) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (self->stop.stop_requested() && withdraw_joiner(f, self)) return false;  // run again now
+  }
   return true;
 }
+
+// A stop request while a fiber joins: withdraw it and wake it, unless the
+// exit got to it first.
+struct StopJoin {
+  Fiber* f;
+  Fiber* self;
+  void operator()() const noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (withdraw_joiner(f, self)) wake(current_worker(), self);
+  }
+};
 
 }  // namespace
 
@@ -60,7 +93,17 @@ void* fiber_wait(Fiber* f) {
   if (f->join.load(std::memory_order_acquire) & join_word::kDone) return f->payload;
   Worker* w = current_worker();
   if (w && w->current != &w->main) {
-    park_current(w, WaitKind::kJoin, f, &register_joiner, f);
+    Fiber* self = w->current;
+    if (self->stop.stop_possible()) {
+      if (self->stop.stop_requested()) throw_cancelled();
+      std::stop_callback<StopJoin> on_stop(self->stop, StopJoin{f, self});
+      park_current(w, WaitKind::kJoin, f, &register_joiner, f);
+    } else {
+      park_current(w, WaitKind::kJoin, f, &register_joiner, f);
+    }
+    // Woken without DONE: only a stop does that (it withdrew us first).
+    if (!(f->join.load(std::memory_order_acquire) & join_word::kDone)) throw_cancelled();
+    return f->payload;
   } else {
     ThreadWaiter waiter;
     std::uintptr_t j = f->join.load(std::memory_order_acquire);

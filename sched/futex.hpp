@@ -27,9 +27,10 @@ inline bool futex_wait_for(std::atomic<std::uint32_t>* word, std::uint32_t expec
   return r == -1 && errno == ETIMEDOUT;
 }
 
-inline void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
-            nullptr, 0);
+// Returns how many threads it woke.
+inline int futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
+  return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word),
+                                    FUTEX_WAKE_PRIVATE, count, nullptr, nullptr, 0));
 }
 
 // Blocks one plain thread until another thread (or a fiber) wakes it. The

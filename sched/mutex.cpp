@@ -2,13 +2,15 @@
 // all on a WaitList (chronos/detail/wait_list.hpp).
 #include "chronos/sync.hpp"
 
+#include "chronos/cancel.hpp"
+
 namespace chronos {
 
 // The state word: kUnlocked, kLocked (no waiters), kContended (locked, and
 // the wait list may be non-empty). Every change away from kContended happens
 // under the wait list's lock, so a waiter that queued is always handed the
 // mutex by some unlock().
-void Mutex::lock_slow() {
+bool Mutex::lock_slow(std::int64_t deadline) {
   detail::wait_list_lock(waiters_);
   std::uint32_t s = state_.load(std::memory_order_relaxed);
   for (;;) {
@@ -16,7 +18,7 @@ void Mutex::lock_slow() {
       if (state_.compare_exchange_weak(s, kLocked, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
         detail::wait_list_unlock(waiters_);
-        return;
+        return true;
       }
       continue;
     }
@@ -27,15 +29,22 @@ void Mutex::lock_slow() {
       break;
   }
   detail::WaitNode node;
-  detail::wait_list_park(waiters_, node);
-  // Woken by unlock_slow(), which handed us the mutex: it is ours, locked.
-  std::atomic_thread_fence(std::memory_order_acquire);  // the previous owner's writes
+  switch (detail::wait_list_wait(waiters_, node, deadline)) {
+    case detail::WakeReason::kNotified:
+      // Woken by unlock_slow(), which handed us the mutex: it is ours,
+      // locked, and the Waiter's acquire saw the previous owner's writes.
+      return true;
+    case detail::WakeReason::kCancelled:
+      detail::throw_cancelled();
+    default:
+      return false;  // the deadline passed (still kContended: unlock_slow sorts it out)
+  }
 }
 
 void Mutex::unlock_slow() {
   for (;;) {
     detail::wait_list_lock(waiters_);
-    detail::WaitNode* next = detail::wait_list_pop(waiters_);
+    detail::WaitNode* next = detail::wait_list_take(waiters_);
     if (!next) {
       state_.store(kUnlocked, std::memory_order_release);
     } else {
@@ -49,15 +58,22 @@ void Mutex::unlock_slow() {
   }
 }
 
-void Semaphore::acquire() {
+bool Semaphore::acquire_until_ns(std::int64_t deadline) {
   detail::wait_list_lock(waiters_);
   if (permits_ > 0 && !waiters_.head) {  // FIFO: no overtaking queued waiters
     --permits_;
     detail::wait_list_unlock(waiters_);
-    return;
+    return true;
   }
   detail::WaitNode node;
-  detail::wait_list_park(waiters_, node);  // release() handed us a permit
+  switch (detail::wait_list_wait(waiters_, node, deadline)) {
+    case detail::WakeReason::kNotified:
+      return true;  // release() handed us a permit
+    case detail::WakeReason::kCancelled:
+      detail::throw_cancelled();
+    default:
+      return false;
+  }
 }
 
 bool Semaphore::try_acquire() noexcept {
@@ -71,7 +87,7 @@ bool Semaphore::try_acquire() noexcept {
 void Semaphore::release(std::int64_t n) {
   while (n > 0) {
     detail::wait_list_lock(waiters_);
-    detail::WaitNode* next = detail::wait_list_pop(waiters_);
+    detail::WaitNode* next = detail::wait_list_take(waiters_);
     if (!next) ++permits_;  // nobody waits: keep the permit
     detail::wait_list_unlock(waiters_);
     // The permit goes straight to the waiter, unless it is being unwound at
@@ -87,20 +103,29 @@ std::int64_t Semaphore::available() const noexcept {
   return p;
 }
 
-void CondVar::wait(std::unique_lock<Mutex>& lock) {
+std::cv_status CondVar::wait_until_ns(std::unique_lock<Mutex>& lock, std::int64_t deadline) {
   // Queue first, then release the mutex, then sleep: a notify after the
   // unlock finds us queued. The wait list's lock is held across the unlock,
   // which only ever takes the mutex's own wait list, never ours.
   detail::wait_list_lock(waiters_);
   detail::WaitNode node;
   lock.unlock();
-  detail::wait_list_park(waiters_, node);
+  detail::WakeReason why;
+  try {
+    why = detail::wait_list_wait(waiters_, node, deadline);
+  } catch (...) {
+    lock.lock();  // as std::condition_variable: the caller gets its lock back
+    throw;
+  }
   lock.lock();
+  if (why == detail::WakeReason::kCancelled) detail::throw_cancelled();
+  return why == detail::WakeReason::kNotified ? std::cv_status::no_timeout
+                                              : std::cv_status::timeout;
 }
 
 void CondVar::notify_one() {
   detail::wait_list_lock(waiters_);
-  detail::WaitNode* next = detail::wait_list_pop(waiters_);
+  detail::WaitNode* next = detail::wait_list_take(waiters_);
   detail::wait_list_unlock(waiters_);
   if (next) detail::wait_list_wake(next);
 }

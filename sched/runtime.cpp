@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <stdexcept>
@@ -139,8 +140,15 @@ void RuntimeImpl::wake_one() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_relaxed) != 0) {
     wake_epoch_.fetch_add(1, std::memory_order_relaxed);
-    futex_wake(&wake_epoch_, 1);
+    wake_sleeper();
   }
+}
+
+void RuntimeImpl::wake_sleeper() noexcept {
+  if (futex_wake(&wake_epoch_, 1) > 0) return;
+  // Nobody on the futex: the sleeper may be the one blocked in the poller.
+  // seq_cst: the poller sets the flag, fences, then re-checks the queues.
+  if (poller_blocked_.load(std::memory_order_seq_cst)) poller()->interrupt();
 }
 
 void RuntimeImpl::notify_work() noexcept {
@@ -157,7 +165,7 @@ void RuntimeImpl::notify_work() noexcept {
     return;
   spin_token_.store(true, std::memory_order_release);
   wake_epoch_.fetch_add(1, std::memory_order_release);
-  futex_wake(&wake_epoch_, 1);
+  wake_sleeper();
 }
 
 Fiber* RuntimeImpl::spin_for_work(Worker* w) {
@@ -203,10 +211,20 @@ void RuntimeImpl::idle_wait(Worker* w) {
   // seq_cst RMW: also releases this worker's counters to shutdown(), which
   // reads them after seeing every worker asleep.
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  // At most one worker blocks in the poller; the others sleep on the futex.
+  Poller* p = poller();
+  const bool polling = p && !poll_busy_.exchange(true, std::memory_order_acquire);
+  if (polling) poller_blocked_.store(true, std::memory_order_relaxed);
   // The sleeper's half of the wake-up rule: announce, fence, re-check every
   // queue a fiber could be waiting in.
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  auto stop_polling = [&] {
+    if (!polling) return;
+    poller_blocked_.store(false, std::memory_order_relaxed);
+    poll_busy_.store(false, std::memory_order_release);
+  };
   if (exiting() || w->has_local_work() || any_work_visible()) {
+    stop_polling();
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return;
   }
@@ -215,12 +233,24 @@ void RuntimeImpl::idle_wait(Worker* w) {
     futex_wake(&quiet_epoch_, INT_MAX);
   }
   w->parks.bump();
-  // A past burst left more free stacks than Config::max_cached_stacks: give
-  // the excess back, but only once the runtime has stayed idle for a second,
-  // so that a brief lull between two bursts does not cost the next one its
-  // warm stacks.
+  // Sleep until the earliest timer on any wheel is due (idle workers fire
+  // busy workers' timers too, in run_due_timers_and_io).
+  const std::int64_t deadline = earliest_timer();
+  const std::int64_t now = deadline == kNoDeadline ? 0 : now_ns();
+  const std::int64_t left =
+      deadline == kNoDeadline ? -1 : std::max<std::int64_t>(deadline - now, 0);
   const std::size_t keep = cfg_.max_cached_stacks;
-  if (normal_pool_.free_count() > keep || small_pool_.free_count() > keep) {
+  if (polling) {
+    last_io_poll_.store(now, std::memory_order_relaxed);
+    p->poll(w, left);
+    stop_polling();
+  } else if (left >= 0) {
+    futex_wait_for(&wake_epoch_, epoch, timespec{left / 1'000'000'000, left % 1'000'000'000});
+  } else if (normal_pool_.free_count() > keep || small_pool_.free_count() > keep) {
+    // A past burst left more free stacks than Config::max_cached_stacks: give
+    // the excess back, but only once the runtime has stayed idle for a
+    // second, so that a brief lull between two bursts does not cost the next
+    // one its warm stacks.
     if (futex_wait_for(&wake_epoch_, epoch, timespec{1, 0}) && !exiting() &&
         wake_epoch_.load(std::memory_order_relaxed) == epoch) {
       normal_pool_.trim(keep);
@@ -232,6 +262,46 @@ void RuntimeImpl::idle_wait(Worker* w) {
   }
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
   w->wakeups.bump();
+}
+
+bool RuntimeImpl::run_due_timers_and_io(Worker* w) {
+  std::int64_t now = now_ns();
+  std::size_t n = 0;
+  if (w->timers.next_due() <= now) n += w->fire_timers(w->timers, now, false);
+  for (auto& other : workers_)  // a busy worker's due timers, on its behalf
+    if (other.get() != w && other->timers.next_due() <= now)
+      n += w->fire_timers(other->timers, now, true);
+  n += static_cast<std::size_t>(poll_io(w, now, false));
+  return n > 0;
+}
+
+int RuntimeImpl::poll_io(Worker* w, std::int64_t now, bool block) {
+  Poller* p = poller();
+  if (!p) return 0;
+  if (!block && now - last_io_poll_.load(std::memory_order_relaxed) < kIoPollIntervalNs) return 0;
+  if (poll_busy_.exchange(true, std::memory_order_acquire)) return 0;  // someone polls
+  last_io_poll_.store(now, std::memory_order_relaxed);
+  std::int64_t timeout = 0;
+  if (block) {
+    std::int64_t deadline = earliest_timer();
+    timeout = deadline == kNoDeadline ? -1 : std::max<std::int64_t>(deadline - now, 0);
+  }
+  int n = p->poll(w, timeout);
+  poll_busy_.store(false,
+                   std::memory_order_release);  // release: pairs with the next poller's acquire
+  return n;
+}
+
+std::size_t RuntimeImpl::timers_armed() const noexcept {
+  std::size_t n = 0;
+  for (auto& w : workers_) n += w->timers.armed();
+  return n;
+}
+
+std::int64_t RuntimeImpl::earliest_timer() const noexcept {
+  std::int64_t t = kNoDeadline;
+  for (auto& w : workers_) t = std::min(t, w->timers.next_due());
+  return t;
 }
 
 std::int64_t RuntimeImpl::live() const noexcept {
@@ -273,7 +343,8 @@ void RuntimeImpl::shutdown() {
   const auto n = static_cast<std::uint32_t>(workers_.size());
   for (;;) {
     std::uint32_t epoch = quiet_epoch_.load(std::memory_order_acquire);
-    if (sleepers_.load(std::memory_order_seq_cst) == n && !any_work_visible()) {
+    if (sleepers_.load(std::memory_order_seq_cst) == n && !any_work_visible() &&
+        timers_armed() == 0) {  // a sleeping fiber is not parked forever
       if (live() == 0) break;
       if (unwind_parked() > 0) continue;  // wakes what is parked forever, then re-check
     }
@@ -288,6 +359,7 @@ void RuntimeImpl::shutdown() {
   exiting_.store(true, std::memory_order_release);
   wake_epoch_.fetch_add(1, std::memory_order_release);
   futex_wake(&wake_epoch_, INT_MAX);
+  if (Poller* p = poller()) p->interrupt();
   for (auto& t : threads_) t.join();
   joined_ = true;
 }
@@ -322,6 +394,16 @@ std::size_t RuntimeImpl::unreleased_fibers() {
   normal_pool_.for_each_fiber(visit, &n);
   small_pool_.for_each_fiber(visit, &n);
   return n;
+}
+
+Poller* RuntimeImpl::install_poller(std::unique_ptr<Poller> p) {
+  std::lock_guard lock(poller_mu_);
+  if (!poller_owner_) {
+    poller_owner_ = std::move(p);
+    // release: whoever loads the pointer sees the poller fully constructed.
+    poller_.store(poller_owner_.get(), std::memory_order_release);
+  }
+  return poller_owner_.get();
 }
 
 RuntimeStats RuntimeImpl::stats() const {

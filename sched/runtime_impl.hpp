@@ -11,6 +11,8 @@
 #include "chronos/runtime.hpp"
 #include "fiber/stack_pool.hpp"
 #include "sched/inject_queue.hpp"
+#include "sched/poller.hpp"
+#include "sched/timer.hpp"
 #include "sched/worker.hpp"
 
 namespace chronos::detail {
@@ -49,8 +51,22 @@ class RuntimeImpl {
   std::size_t unreleased_fibers();
 
   // Called by a worker that has found nothing to run. Returns when there may
-  // be work, or when the runtime exits (exiting()).
+  // be work, a timer is due, or the runtime exits (exiting()). Sleeps on the
+  // futex, or, if this runtime has a poller and nobody is polling it, blocks
+  // in the poller (sched/poller.hpp).
   void idle_wait(Worker* w);
+
+  // A worker that ran dry: fires what is due on every worker's timer wheel
+  // and polls I/O without blocking. True if that may have readied fibers.
+  bool run_due_timers_and_io(Worker* w);
+  // Polls the poller, if there is one and no other worker is polling it.
+  // Non-blocking polls happen at most every kIoPollIntervalNs; a blocking one
+  // waits until the next timer is due. Returns how many fibers it readied.
+  int poll_io(Worker* w, std::int64_t now, bool block);
+  // The earliest deadline on any worker's wheel (a hint), or kNoDeadline.
+  std::int64_t earliest_timer() const noexcept;
+  std::size_t timers_armed() const noexcept;  // on every wheel, a snapshot
+  static constexpr std::int64_t kIoPollIntervalNs = 100'000;
   bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
 
   StackPool& pool(bool small) noexcept { return small ? small_pool_ : normal_pool_; }
@@ -68,11 +84,20 @@ class RuntimeImpl {
 
   const Config& config() const noexcept { return cfg_; }
 
+  // The runtime's I/O poller (sched/poller.hpp), or null while nothing has
+  // installed one. The reactor installs its own on first use.
+  Poller* poller() const noexcept { return poller_.load(std::memory_order_acquire); }
+  // Installs p unless a poller is installed already, and returns the one in
+  // place. Any thread. The poller lives until the runtime is destroyed, after
+  // its workers have been joined.
+  Poller* install_poller(std::unique_ptr<Poller> p);
+
   static constexpr std::uint32_t kMaxSpinners = 2;
   static constexpr int kSpinRounds = 64;
 
  private:
   void wake_one() noexcept;
+  void wake_sleeper() noexcept;  // futex first; else the worker blocked in the poller
   bool any_work_visible() const noexcept;
   bool quiescent() const noexcept;
   std::int64_t live() const noexcept;
@@ -101,6 +126,15 @@ class RuntimeImpl {
       0};  // bumped when a worker idles after shutdown()
   alignas(64) std::atomic<std::uint64_t> external_spawned_{0};  // by Runtime::spawn (see live())
   std::atomic<FiberId> next_id_{1};
+
+  // The poller: one worker at a time polls (poll_busy_); poller_blocked_ is
+  // set while one blocks in it, so that wake-ups interrupt it.
+  alignas(64) std::atomic<bool> poll_busy_{false};
+  std::atomic<bool> poller_blocked_{false};
+  std::atomic<std::int64_t> last_io_poll_{0};
+  std::mutex poller_mu_;
+  std::unique_ptr<Poller> poller_owner_;
+  std::atomic<Poller*> poller_{nullptr};
 };
 
 }  // namespace chronos::detail

@@ -260,7 +260,11 @@ bool wake(Worker* w, Fiber* f) noexcept {
   bool local = w && w->rt == f->rt;
   if (!claim(f, FiberState::kReady, local ? w : nullptr)) return false;
   if (local) {
-    w->push_next(f);  // woken here: runs next, for locality
+    if (w->firing_timers) [[unlikely]] {
+      w->push_yielded(f);  // timers wake in deadline order: keep it (FIFO)
+    } else {
+      w->push_next(f);  // woken here: runs next, for locality
+    }
   } else {
     f->rt->inject_batch(&f, 1);  // never waits: this may be a worker thread
   }

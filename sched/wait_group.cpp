@@ -1,6 +1,7 @@
 // sched/wait_group.cpp: chronos::WaitGroup (chronos/sync.hpp).
 #include <stdexcept>
 
+#include "chronos/cancel.hpp"
 #include "chronos/sync.hpp"
 
 namespace chronos {
@@ -20,15 +21,17 @@ void WaitGroup::add(std::int64_t delta) {
   detail::wait_list_wake_all(waiters_);
 }
 
-void WaitGroup::wait() {
-  if (count_.load(std::memory_order_acquire) == 0) return;
+bool WaitGroup::wait_until_ns(std::int64_t deadline) {
+  if (count_.load(std::memory_order_acquire) == 0) return true;
   detail::wait_list_lock(waiters_);
   if (count_.load(std::memory_order_acquire) == 0) {
     detail::wait_list_unlock(waiters_);
-    return;
+    return true;
   }
   detail::WaitNode node;
-  detail::wait_list_park(waiters_, node);
+  detail::WakeReason why = detail::wait_list_wait(waiters_, node, deadline);
+  if (why == detail::WakeReason::kCancelled) detail::throw_cancelled();
+  return why == detail::WakeReason::kNotified;
 }
 
 }  // namespace chronos

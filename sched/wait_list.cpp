@@ -3,7 +3,6 @@
 
 #include <immintrin.h>
 
-#include "sched/futex.hpp"
 #include "sched/scheduler.hpp"
 
 namespace chronos::detail {
@@ -11,29 +10,26 @@ namespace {
 
 void append(WaitList& l, WaitNode* n) noexcept {
   n->next = nullptr;
+  n->prev = l.tail;
   if (l.tail) {
     l.tail->next = n;
   } else {
     l.head = n;
   }
   l.tail = n;
+  n->queued = true;
 }
 
-// Removes n if it is still queued (it is not, once a waker popped it).
 void unlink(WaitList& l, WaitNode* n) noexcept {
-  WaitNode* prev = nullptr;
-  for (WaitNode* p = l.head; p; prev = p, p = p->next) {
-    if (p != n) continue;
-    (prev ? prev->next : l.head) = p->next;
-    if (l.tail == p) l.tail = prev;
-    return;
-  }
+  if (!n->queued) return;  // a waker took it already
+  (n->prev ? n->prev->next : l.head) = n->next;
+  (n->next ? n->next->prev : l.tail) = n->prev;
+  n->next = n->prev = nullptr;
+  n->queued = false;
 }
 
-// kPark commit: the fiber is switched out; now let wakers at the list.
-bool release_list(void* list, Fiber*) {
+void release_list(void* list) {
   wait_list_unlock(*static_cast<WaitList*>(list));
-  return true;
 }
 
 }  // namespace
@@ -50,65 +46,66 @@ void wait_list_unlock(WaitList& l) noexcept {
   l.locked.store(0, std::memory_order_release);  // release: publishes the critical section
 }
 
-void wait_list_park(WaitList& l, WaitNode& node) {
-  Worker* w = current_worker();
-  if (w && w->current != &w->main) {
-    node.fiber = w->current;
-    node.thread = nullptr;
-    append(l, &node);
-    try {
-      park_current(w, WaitKind::kSync, &l, &release_list, &l);
-    } catch (const FiberUnwind&) {
-      // Runtime shutdown unwinds us while we are still queued: unqueue, so
-      // that no waker ever touches this dead stack frame.
-      wait_list_lock(l);
-      unlink(l, &node);
-      wait_list_unlock(l);
-      throw;
-    }
-    return;
-  }
-  ThreadWaiter waiter;
-  node.fiber = nullptr;
-  node.thread = &waiter;
+WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline) {
   append(l, &node);
-  wait_list_unlock(l);
-  waiter.wait();
+  WakeReason why;
+  try {
+    why = park_on(node.waiter, deadline, &release_list, &l);
+  } catch (const FiberUnwind&) {
+    // Runtime shutdown unwinds us: unqueue, so that no waker ever touches
+    // this dead stack frame.
+    wait_list_lock(l);
+    unlink(l, &node);
+    wait_list_unlock(l);
+    throw;
+  }
+  if (why != WakeReason::kNotified) {
+    // Our deadline or a stop won. Taking the lock also waits out a waker
+    // that popped us and lost the race, so it is done with the node.
+    wait_list_lock(l);
+    unlink(l, &node);
+    wait_list_unlock(l);
+  }
+  return why;
 }
 
-WaitNode* wait_list_pop(WaitList& l) noexcept {
-  WaitNode* n = l.head;
-  if (n) {
-    l.head = n->next;
-    if (!l.head) l.tail = nullptr;
-    n->next = nullptr;
+WaitNode* wait_list_take(WaitList& l) noexcept {
+  while (WaitNode* n = l.head) {
+    unlink(l, n);
+    n->claimed = n->waiter.claim(WakeReason::kNotified);
+    if (n->claimed != Waiter::kLost) return n;
+    // Its wait ended by deadline or stop; it unqueues itself (finding itself
+    // gone already), and we try the next one.
   }
-  return n;
+  return nullptr;
 }
 
 bool wait_list_wake(WaitNode* node) noexcept {
   // Read everything first: the node lives on the waiter's stack, and the
   // waiter may run (and return) the moment it is woken.
-  Fiber* f = node->fiber;
-  auto* thread = static_cast<ThreadWaiter*>(node->thread);
-  if (f) return wake(current_worker(), f);
-  thread->wake();
-  return true;
+  return Waiter::resume(node->waiter.fiber, node->waiter.thread, node->claimed);
 }
-
-}  // namespace chronos::detail
-
-namespace chronos::detail {
 
 void wait_list_wake_all(WaitList& l) noexcept {
   wait_list_lock(l);
-  WaitNode* all = l.head;
-  l.head = l.tail = nullptr;
+  WaitNode* all = nullptr;  // the claimed ones, linked through next, oldest last
+  while (WaitNode* n = wait_list_take(l)) {
+    n->next = all;
+    all = n;
+  }
   wait_list_unlock(l);
+  // Reverse, so the oldest waiter is woken first.
+  WaitNode* fifo = nullptr;
   while (all) {
-    WaitNode* next = all->next;  // read before the waiter can run
-    wait_list_wake(all);
+    WaitNode* next = all->next;
+    all->next = fifo;
+    fifo = all;
     all = next;
+  }
+  while (fifo) {
+    WaitNode* next = fifo->next;  // read before the waiter can run
+    wait_list_wake(fifo);
+    fifo = next;
   }
 }
 

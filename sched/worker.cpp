@@ -27,6 +27,7 @@ void set_current_worker(Worker* w) noexcept {
 Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
     : rt(runtime),
       index(idx),
+      timers(now_ns()),
       sleepers_(runtime->sleepers_counter()),
       deques_{ChaseLevDeque(deque_capacity), ChaseLevDeque(deque_capacity),
               ChaseLevDeque(deque_capacity)},
@@ -53,6 +54,7 @@ void Worker::run() {
 
   for (;;) {
     Fiber* f = pop_runnable();
+    if (!f && rt->run_due_timers_and_io(this)) continue;  // they may have readied fibers here
     if (!f) f = rt->spin_for_work(this);
     if (f) {
       run_fiber(this, f);  // returns when a fiber switches back to this loop
@@ -125,6 +127,17 @@ Fiber* Worker::take_injected() noexcept {
   return batch[0];
 }
 
+// Every kInjectTick-th round: due timers, and I/O if a poller exists and
+// nobody has polled it for a while (RuntimeImpl::poll_io). What they ready
+// lands in runnext and the deques, which the rest of pop_runnable looks at.
+[[gnu::noinline]] void Worker::tick_timers_and_io() noexcept {
+  const bool timers_armed = timers.next_due() != kNoDeadline;
+  if (!timers_armed && !rt->poller()) return;
+  std::int64_t now = now_ns();
+  if (timers_armed && timers.next_due() <= now) fire_timers(timers, now, false);
+  rt->poll_io(this, now, /*block=*/false);
+}
+
 // The fairness tick's pick: what the normal order could starve. A yielded
 // fiber; else the oldest low-class fiber; else, if high-class work is
 // waiting (which the normal order always serves first), the oldest normal
@@ -148,6 +161,7 @@ Fiber* Worker::pop_oldest() noexcept {
 Fiber* Worker::pop_runnable() noexcept {
   if (--inject_countdown_ == 0) [[unlikely]] {
     inject_countdown_ = kInjectTick;
+    tick_timers_and_io();
     if (Fiber* f = take_injected()) return f;
   }
   if (--fair_countdown_ == 0) [[unlikely]] {

@@ -39,6 +39,7 @@
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
 #include "sched/deque.hpp"
+#include "sched/timer_wheel.hpp"
 
 namespace chronos::detail {
 
@@ -122,6 +123,20 @@ class alignas(64) Worker {
 
   Counter fibers_run, spawned, exited, parks, wakeups, steals, stolen, failed_steals;
 
+  // Timers armed by fibers on this worker (sched/timer_wheel.hpp). Polled by
+  // this worker every kInjectTick-th round and when it runs dry; idle workers
+  // poll it too when it is due.
+  TimerWheel timers;
+  // Set while this worker fires timers: the fibers they wake queue FIFO, in
+  // deadline order, instead of each taking runnext (sched/switch.cpp, wake).
+  bool firing_timers = false;
+  std::size_t fire_timers(TimerWheel& wheel, std::int64_t now, bool try_only) noexcept {
+    firing_timers = true;
+    std::size_t n = try_only ? wheel.try_poll(now) : wheel.poll(now);
+    firing_timers = false;
+    return n;
+  }
+
 #if defined(CHRONOS_SWITCH_INLINE)
   // The FP control state of fibers that did not ask for their own
   // (sched/switch.cpp, swap_fp_env). Owner only.
@@ -136,6 +151,7 @@ class alignas(64) Worker {
 
  private:
   Fiber* pop_oldest() noexcept;  // the fairness tick's pick
+  void tick_timers_and_io() noexcept;
   void inject_yielded(Fiber* f) noexcept;
   Fiber* take_injected() noexcept;
   const std::atomic<std::uint32_t>* sleepers_;  // the runtime's count of sleeping workers

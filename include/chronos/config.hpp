@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <stop_token>
 #include <string_view>
 
 namespace chronos {
@@ -63,6 +64,9 @@ struct SpawnOptions {
   // Needed only by fibers that change it: the default inline switch does not
   // save it otherwise (README, "Floating-point control state").
   bool preserve_fp_env = false;
+  // Blocking calls in this fiber throw chronos::Cancelled once a stop is
+  // requested on this token (chronos/cancel.hpp). Empty: not cancellable.
+  std::stop_token stop_token = {};
 };
 
 }  // namespace chronos

@@ -7,6 +7,7 @@
 // Runtime::spawn start the first one); elsewhere they throw std::logic_error.
 #pragma once
 
+#include <chronos/cancel.hpp>
 #include <chronos/config.hpp>
 #include <chronos/detail/spawn.hpp>
 #include <chronos/export.hpp>
@@ -40,13 +41,18 @@ class JoinHandle {
 
   // Waits for the fiber to finish and returns its result, or rethrows the
   // exception that escaped it. Inside a fiber this parks the calling fiber;
-  // on a plain thread it blocks the thread. The handle is empty afterwards.
+  // on a plain thread it blocks the thread. The handle is empty afterwards,
+  // unless the join itself was cancelled (chronos::Cancelled: the calling
+  // fiber's stop token), which leaves it joinable.
   T join() {
     if (!f_) throw std::logic_error("chronos: join() on an empty JoinHandle");
     detail::Fiber* f = std::exchange(f_, nullptr);
     void* payload;
     try {
       payload = detail::fiber_wait(f);
+    } catch (const Cancelled&) {  // our stop token: the handle stays joinable
+      f_ = f;
+      throw;
     } catch (...) {  // the joiner is being unwound at runtime shutdown
       detail::fiber_detach(f);
       throw;

@@ -12,13 +12,18 @@
 //
 // Every primitive here works from fibers on any worker and from plain
 // threads alike: a fiber parks, a thread blocks on a futex. None is copyable
-// or movable (waiters point into it).
+// or movable (waiters point into it). Every wait that parks also has a
+// deadline form (..._until / ..._for, chronos/time.hpp), and throws
+// chronos::Cancelled when the fiber's stop token is triggered while it waits
+// (chronos/cancel.hpp).
 #pragma once
 
 #include <chronos/detail/wait_list.hpp>
 #include <chronos/export.hpp>
+#include <chronos/time.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -40,10 +45,17 @@ class CHRONOS_API WaitGroup {
   void done() { add(-1); }
   // Returns once the counter is zero: at once if it is. Parks a fiber, blocks
   // a plain thread.
-  void wait();
+  void wait() { wait_until_ns(detail::kForever); }
+  // As wait(), but gives up at the deadline: false if the counter is not zero by then.
+  bool wait_until(Deadline d) { return wait_until_ns(detail::to_ns(d)); }
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) {
+    return wait_until_ns(detail::after_ns(d));
+  }
   std::int64_t count() const noexcept { return count_.load(std::memory_order_acquire); }
 
  private:
+  bool wait_until_ns(std::int64_t deadline);
   std::atomic<std::int64_t> count_{0};
   detail::WaitList waiters_;
 };
@@ -65,7 +77,13 @@ class CHRONOS_API Mutex {
     if (state_.compare_exchange_strong(unlocked, kLocked, std::memory_order_acquire,
                                        std::memory_order_relaxed))
       return;
-    lock_slow();
+    lock_slow(detail::kForever);
+  }
+  // Timed locking, as std::timed_mutex: false if the deadline passed first.
+  bool try_lock_until(Deadline d) { return try_lock() || lock_slow(detail::to_ns(d)); }
+  template <class Rep, class Period>
+  bool try_lock_for(std::chrono::duration<Rep, Period> d) {
+    return try_lock() || lock_slow(detail::after_ns(d));
   }
   bool try_lock() noexcept {
     std::uint32_t unlocked = kUnlocked;
@@ -83,7 +101,7 @@ class CHRONOS_API Mutex {
 
  private:
   static constexpr std::uint32_t kUnlocked = 0, kLocked = 1, kContended = 2;
-  void lock_slow();
+  bool lock_slow(std::int64_t deadline);
   void unlock_slow();
   std::atomic<std::uint32_t> state_{kUnlocked};
   detail::WaitList waiters_;
@@ -97,12 +115,18 @@ class CHRONOS_API Semaphore {
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
 
-  void acquire();
+  void acquire() { acquire_until_ns(detail::kForever); }
   bool try_acquire() noexcept;
+  bool try_acquire_until(Deadline d) { return acquire_until_ns(detail::to_ns(d)); }
+  template <class Rep, class Period>
+  bool try_acquire_for(std::chrono::duration<Rep, Period> d) {
+    return acquire_until_ns(detail::after_ns(d));
+  }
   void release(std::int64_t n = 1);
   std::int64_t available() const noexcept;
 
  private:
+  bool acquire_until_ns(std::int64_t deadline);
   std::int64_t permits_;              // under waiters_'s lock
   mutable detail::WaitList waiters_;  // mutable: available() takes its lock
 };
@@ -117,15 +141,34 @@ class CHRONOS_API CondVar {
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
-  void wait(std::unique_lock<Mutex>& lock);
+  void wait(std::unique_lock<Mutex>& lock) { wait_until_ns(lock, detail::kForever); }
   template <class Pred>
   void wait(std::unique_lock<Mutex>& lock, Pred pred) {
     while (!pred()) wait(lock);
+  }
+  // With a deadline, as std::condition_variable.
+  std::cv_status wait_until(std::unique_lock<Mutex>& lock, Deadline d) {
+    return wait_until_ns(lock, detail::to_ns(d));
+  }
+  template <class Pred>
+  bool wait_until(std::unique_lock<Mutex>& lock, Deadline d, Pred pred) {
+    while (!pred())
+      if (wait_until(lock, d) == std::cv_status::timeout) return pred();
+    return true;
+  }
+  template <class Rep, class Period>
+  std::cv_status wait_for(std::unique_lock<Mutex>& lock, std::chrono::duration<Rep, Period> d) {
+    return wait_until_ns(lock, detail::after_ns(d));
+  }
+  template <class Rep, class Period, class Pred>
+  bool wait_for(std::unique_lock<Mutex>& lock, std::chrono::duration<Rep, Period> d, Pred pred) {
+    return wait_until(lock, Clock::now() + std::chrono::ceil<Clock::duration>(d), std::move(pred));
   }
   void notify_one();
   void notify_all();
 
  private:
+  std::cv_status wait_until_ns(std::unique_lock<Mutex>& lock, std::int64_t deadline);
   detail::WaitList waiters_;
 };
 

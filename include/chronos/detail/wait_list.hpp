@@ -6,28 +6,33 @@
 // fiber's or a plain thread's. The protocol, which every primitive follows:
 //
 //   lock(list); check the condition; if it holds, unlock and go on;
-//   otherwise park(list, node): the node is queued and the caller sleeps.
-//   The lock is released only once the caller is safely asleep (for a fiber:
-//   after its context is saved, on the other side of the switch), so a waker,
-//   which must take the lock to find the node, can never wake it too early.
+//   otherwise wait(list, node, deadline): the node is queued and the caller
+//   sleeps. The lock is released only once the caller can safely be woken
+//   (chronos/detail/waiter.hpp), so a waker, which must take the lock to find
+//   the node, can never wake it too early.
 //
-//   A waker: lock(list); node = pop(list); unlock(list); wake(node).
+//   A waker: lock(list); node = take(list); unlock(list); wake(node).
+//
+// A wait may also end by its deadline or by a stop request; then the waiter
+// unqueues itself, and take() skips any node whose wait has already ended.
 #pragma once
 
+#include <chronos/detail/waiter.hpp>
 #include <chronos/export.hpp>
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
 
 namespace chronos::detail {
 
-struct Fiber;
-
 struct WaitNode {
   WaitNode* next = nullptr;
-  Fiber* fiber = nullptr;    // the parked fiber, or null for a thread
-  void* thread = nullptr;    // the parked thread's ThreadWaiter
-  std::uintptr_t token = 0;  // what the waker tells the waiter, if anything
+  WaitNode* prev = nullptr;
+  bool queued = false;
+  std::uint32_t claimed = 0;  // the Waiter word take() replaced, for wake()
+  std::uintptr_t token = 0;   // what the waker tells the waiter, if anything
+  Waiter waiter;
 };
 
 struct WaitList {
@@ -36,19 +41,27 @@ struct WaitList {
   WaitNode* tail = nullptr;
 };
 
+inline constexpr std::int64_t kForever = std::numeric_limits<std::int64_t>::max();
+
 CHRONOS_API void wait_list_lock(WaitList& l) noexcept;
 CHRONOS_API void wait_list_unlock(WaitList& l) noexcept;
 // With the lock held: queues `node` for the calling fiber or thread, sleeps,
-// and returns once woken, without the lock.
-CHRONOS_API void wait_list_park(WaitList& l, WaitNode& node);
-// With the lock held: the oldest waiter, unqueued, or null.
-CHRONOS_API WaitNode* wait_list_pop(WaitList& l) noexcept;
-// Without the lock: wakes a node that pop() returned. The node may be gone
+// and returns once woken, without the lock. kNotified: a waker took the node
+// (and maybe handed something over through `token`). kTimedOut / kCancelled:
+// the deadline (on the now_ns() clock) passed or the fiber's stop token was
+// triggered; the node is no longer queued. Throws FiberUnwind (unqueued) at
+// runtime shutdown.
+CHRONOS_API WakeReason wait_list_wait(WaitList& l, WaitNode& node,
+                                      std::int64_t deadline = kForever);
+// With the lock held: the oldest waiter whose wait has not ended, unqueued
+// and claimed (kNotified), or null.
+CHRONOS_API WaitNode* wait_list_take(WaitList& l) noexcept;
+// Without the lock: wakes a node that take() returned. The node may be gone
 // (its waiter running again) as soon as this returns. False if the waiter
 // could not take it: a fiber already being unwound at runtime shutdown, which
 // will not come back for whatever was handed to it.
 CHRONOS_API bool wait_list_wake(WaitNode* node) noexcept;
-// Takes the lock, empties the list, releases the lock, wakes every waiter.
+// Takes the lock, takes every waiter, releases the lock, wakes them all.
 CHRONOS_API void wait_list_wake_all(WaitList& l) noexcept;
 
 }  // namespace chronos::detail
