@@ -65,9 +65,9 @@ class TimerWheel {
 
  private:
   struct Expiry {
-    int level;
-    int slot;
-    std::uint64_t tick;
+    int level = 0;
+    int slot = 0;
+    std::uint64_t tick = 0;
   };
 
   void lock() noexcept;

@@ -1,21 +1,21 @@
 // bench/peers/chronos/src/idle.cpp: the `idle` workload of ../shared/peers/run.sh.
 //
-// Spawns N small-stack fibers that each signal `started` and then park on one
-// shared gate. chronos has no channels yet, so the gate is a WaitGroup with a
-// count of one that every fiber wait()s on (release=waitgroup in the table);
-// a parked fiber's stack holds the same few frames either way. Once all have
-// started, this thread sleeps 100 ms, reads VmRSS, opens the gate, and waits
-// for every fiber to finish. No warm-up: a cold spawn.
+// Spawns N small-stack fibers that each signal `started` and then park in one
+// receive on a shared unbuffered chronos::Channel<int> (release=close in the
+// table). Once all have started, this thread sleeps 100 ms, reads VmRSS,
+// closes the channel, which wakes every receiver with nullopt, and waits for
+// every fiber to finish. No warm-up: a cold spawn.
 //
 //   bytes_per_fiber = (VmRSS with all parked - VmRSS before spawning) / N
 //   ms              = first spawn until all N have started
-//   join_ms         = opening the gate until all N have finished
+//   join_ms         = closing the channel until all N have finished
 //
 //   idle [--threads 2] [--n 100000]
 #include <chronos/chronos.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   const peer::Args args = peer::parse(argc, argv, "idle", 2, 100'000, false);
   return peer::guarded("idle", [&] {
     chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
-    chronos::WaitGroup started(args.n), gate(1), finished(args.n);
+    chronos::WaitGroup started(args.n), finished(args.n);
+    chronos::Channel<int> gate;
     const long rss_before = vm_rss_bytes();
 
     const auto t0 = peer::Clock::now();
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
         for (long i = 0; i < args.n; ++i) {
           chronos::go(chronos::SpawnOptions{.small_stack = true}, [&] {
             started.done();
-            gate.wait();
+            if (gate.recv()) std::abort();  // nobody sends: only close() ends it
             finished.done();
           }).detach();
         }
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
     const long rss_parked = vm_rss_bytes();
 
     const auto t1 = peer::Clock::now();
-    gate.done();
+    gate.close();
     finished.wait();
     const double join_ms = peer::ns_since(t1) / 1e6;
 
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
         static_cast<double>(rss_parked - rss_before) / static_cast<double>(args.n);
     char extra[160];
     std::snprintf(extra, sizeof extra,
-                  " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%zuk release=waitgroup", start_ms,
+                  " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%zuk release=close", start_ms,
                   static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms,
                   chronos::Config{}.small_stack_size / 1024);
     peer::result("idle", static_cast<long>(rt.workers()), args.n, "bytes_per_fiber", per_fiber,

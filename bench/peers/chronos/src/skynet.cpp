@@ -1,25 +1,21 @@
 // bench/peers/chronos/src/skynet.cpp: the `skynet` workload of ../shared/peers/run.sh.
 //
-// The classic skynet tree: each node spawns 10 children until there are N
-// leaves (10^6: depth 6, 1,111,111 fibers in all, the root included). chronos
-// has no channels yet, so a node passes its value up through its JoinHandle
-// instead of a channel: a leaf (size 1) returns its own number; any other node
-// spawns its 10 children with chronos::go() into a fixed std::array of
-// JoinHandle<long>, joins them in order and returns the sum. The root is
-// spawned the same way from the block_on fiber. The root's sum must be
+// The classic skynet tree, in Go's shape: each node spawns 10 children until
+// there are N leaves (10^6: depth 6, 1,111,111 fibers in all, the root
+// included). A leaf sends its own number to its parent over the parent's
+// unbuffered chronos::Channel<long>; a parent spawns its 10 children
+// (detached, as `go` does), receives their 10 values from its channel, and
+// sends the sum up on its own parent's channel. The root's sum must be
 // N(N-1)/2 (499999500000 for N = 10^6); otherwise the program exits 1.
 //
 // Every fiber has a small stack (SpawnOptions::small_stack), as in the spawn
-// workload: stack=small. chan=join says that values travel through joins, not
-// channels, so the shape differs from Go's (a parent parks in join() on each
-// child that has not finished yet, rather than on one channel receive).
+// workload: stack=small. chan=unbuffered.
 //
 // ms = wall time of one whole tree, after one untimed warm-up tree.
 //
 //   skynet [--threads 2] [--n 1000000]      (N a power of 10)
 #include <chronos/chronos.hpp>
 
-#include <array>
 #include <stdexcept>
 #include <string>
 
@@ -28,25 +24,29 @@
 namespace {
 
 constexpr long kFanOut = 10;
-constexpr chronos::SpawnOptions kOpts{.small_stack = true};
+const chronos::SpawnOptions kOpts{.small_stack = true};
 
-long skynet(long num, long size) {
-  if (size == 1) return num;
+void skynet(chronos::Channel<long>& out, long num, long size) {
+  if (size == 1) {
+    out.send(num);
+    return;
+  }
+  chronos::Channel<long> rc;  // unbuffered, as Go's make(chan int)
   const long child = size / kFanOut;
-  std::array<chronos::JoinHandle<long>, kFanOut> kids;
   for (long i = 0; i < kFanOut; ++i)
-    kids[static_cast<std::size_t>(i)] =
-        chronos::go(kOpts, [num, i, child] { return skynet(num + i * child, child); });
+    chronos::go(kOpts, [&rc, num, i, child] { skynet(rc, num + i * child, child); }).detach();
   long sum = 0;
-  for (auto& k : kids) sum += k.join();
-  return sum;
+  for (long i = 0; i < kFanOut; ++i) sum += *rc.recv();
+  out.send(sum);
 }
 
 // One whole tree, from the calling fiber. Returns the root's sum; ns is set to
 // the wall time.
 long tree(long n, double& ns) {
   const auto t0 = peer::Clock::now();
-  const long sum = chronos::go(kOpts, [n] { return skynet(0, n); }).join();
+  chronos::Channel<long> root;
+  chronos::go(kOpts, [&root, n] { skynet(root, 0, n); }).detach();
+  const long sum = *root.recv();
   ns = peer::ns_since(t0);
   return sum;
 }
@@ -71,6 +71,6 @@ int main(int argc, char** argv) {
     const long sum = rt.block_on([&] { return tree(args.n, ns); });
     if (sum != want) throw std::runtime_error(wrong(sum, want));  // guarded(): exit 1
     peer::result("skynet", static_cast<long>(rt.workers()), args.n, "ms", ns / 1e6,
-                 " sum=" + std::to_string(sum) + " stack=small chan=join");
+                 " sum=" + std::to_string(sum) + " stack=small chan=unbuffered");
   });
 }
