@@ -41,6 +41,17 @@ bool FutureStateBase::wait_until_ns(std::int64_t deadline) {
 // on one worker and released on another so moves blocks between threads
 // without either ever allocating once the pool is warm. Under ASan the pool
 // is bypassed, so that use-after-free is still caught.
+#if CHRONOS_ASAN
+
+void* pool_allocate(std::size_t size) {
+  return ::operator new(size);
+}
+void pool_deallocate(void* p, std::size_t) noexcept {
+  ::operator delete(p);
+}
+
+#else
+
 namespace {
 
 constexpr int kClasses = 4;
@@ -91,9 +102,6 @@ thread_local Cache t_cache;
 }  // namespace
 
 void* pool_allocate(std::size_t size) {
-#if CHRONOS_ASAN
-  return ::operator new(size);
-#else
   if (size > kMaxPooled) return ::operator new(size);
   const int c = class_of(size);
   Cache& cache = t_cache;
@@ -114,14 +122,9 @@ void* pool_allocate(std::size_t size) {
   cache.head[c] = b->next;
   --cache.count[c];
   return b;
-#endif
 }
 
 void pool_deallocate(void* p, std::size_t size) noexcept {
-#if CHRONOS_ASAN
-  (void)size;
-  ::operator delete(p);
-#else
   if (size > kMaxPooled) {
     ::operator delete(p);
     return;
@@ -150,7 +153,8 @@ void pool_deallocate(void* p, std::size_t size) noexcept {
     s.head = x;
   }
   s.unlock();
-#endif
 }
+
+#endif  // CHRONOS_ASAN
 
 }  // namespace chronos::detail

@@ -12,7 +12,9 @@
 #include <chronos/chronos.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -166,6 +168,69 @@ TEST(SteadyState, StealingAcrossTwoWorkersAllocatesNothing) {
   EXPECT_EQ(c.mallocs, 0) << "malloc calls while stealing";
   EXPECT_EQ(c.mmaps, 0) << "mmap calls while stealing";
   EXPECT_GT(steals_after, steals_before) << "the measured run never stole: the test proves nothing";
+}
+
+// Channels (unbuffered, buffered, select), timers (sleeps and deadlines
+// that are cancelled because the operation finished first), a contended
+// mutex and futures: no allocation per operation once warm.
+void sync_rounds(int n) {
+  chronos::Channel<int> ping, pong;  // (constructing an unbuffered channel allocates nothing)
+  auto echo = chronos::go([&] {
+    for (int v : ping) pong.send(v + 1);
+  });
+  for (int i = 0; i < n; ++i) {
+    ping.send(i);
+    if (pong.recv_for(std::chrono::seconds(10)) != i + 1) std::abort();  // arms and cancels a timer
+  }
+  ping.close();
+  echo.join();
+  chronos::Mutex mu;
+  long counter = 0;
+  auto locker = chronos::go([&] {
+    for (int i = 0; i < n; ++i) {
+      std::lock_guard g(mu);
+      ++counter;
+      if (i % 16 == 0) chronos::yield();  // held across a switch: the other one parks on it
+    }
+  });
+  for (int i = 0; i < n; ++i) {
+    std::lock_guard g(mu);
+    ++counter;
+  }
+  locker.join();
+  if (counter != 2L * n) std::abort();
+  for (int i = 0; i < n / 10; ++i) {
+    chronos::Promise<int> p;
+    auto f = p.get_future();
+    auto h = chronos::go([&p, i] { p.set_value(i); });
+    if (f.get() != i) std::abort();
+    h.join();
+    bool took = false;
+    chronos::select(chronos::recv_case(ping, [&] { took = true; }),  // closed: ready at once
+                    chronos::send_case(pong, 1, [] {}));
+    if (!took) std::abort();
+  }
+  chronos::sleep_for(std::chrono::milliseconds(1));
+}
+
+TEST(SteadyState, ChannelsTimersMutexFuturesAllocateNothing) {
+  chronos::Runtime rt{chronos::Config{.workers = 2, .pin_workers = false}};
+  chronos::Channel<int> buffered(64);  // its ring is allocated here, once
+  Counts c = rt.block_on([&] {
+    sync_rounds(5000);  // warm-up: stack caches, the future pool (blocks move between workers)
+    return measure([&] {
+      sync_rounds(50000);
+      auto producer = chronos::go([&] {
+        for (int i = 0; i < 100000; ++i) buffered.send(i);
+      });
+      for (int i = 0; i < 100000; ++i)
+        if (buffered.recv() != i) std::abort();
+      producer.join();
+    });
+  });
+  EXPECT_EQ(c.news, 0) << "operator new calls per sync operation";
+  EXPECT_EQ(c.mallocs, 0) << "malloc calls per sync operation";
+  EXPECT_EQ(c.mmaps, 0) << "mmap calls per sync operation";
 }
 
 TEST(SteadyState, TheCountersSeeAllocations) {

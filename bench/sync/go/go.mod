@@ -1,0 +1,3 @@
+module chronos/bench/sync/go
+
+go 1.19
