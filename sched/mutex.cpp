@@ -2,59 +2,121 @@
 // all on a WaitList (chronos/detail/wait_list.hpp).
 #include "chronos/sync.hpp"
 
+#include <immintrin.h>
+
 #include "chronos/cancel.hpp"
+#include "sched/runtime_impl.hpp"
+#include "sched/timer.hpp"
 
 namespace chronos {
 
-// The state word: kUnlocked, kLocked (no waiters), kContended (locked, and
-// the wait list may be non-empty). Every change away from kContended happens
-// under the wait list's lock, so a waiter that queued is always handed the
-// mutex by some unlock().
+namespace {
+
+constexpr std::int64_t kStarveNs = 1'000'000;  // a waiter queued this long: hand-off mode
+constexpr std::uintptr_t kHandedOff = 1;       // WaitNode::token: unlock_slow gave us the mutex
+constexpr int kSpinRounds = 4;
+
+// Spinning pays only if the owner may be running right now on another
+// worker (or thread).
+bool may_spin() noexcept {
+  detail::Worker* w = detail::current_worker();
+  return !w || w->rt->worker_count() > 1;
+}
+
+}  // namespace
+
+// Every change of kWaiters, kWoken and kStarving happens under the wait
+// list's lock, as does every change of the word while kLocked is set by
+// someone who then takes the slow path; so unlock_slow() can read the word
+// once under that lock and store the new one. Only kLocked itself is taken
+// without the lock (the fast path, try_lock, and spinning, all in normal
+// mode), by a CAS from a word without it.
 bool Mutex::lock_slow(std::int64_t deadline) {
-  detail::wait_list_lock(waiters_);
-  std::uint32_t s = state_.load(std::memory_order_relaxed);
-  for (;;) {
-    if (s == kUnlocked) {
-      if (state_.compare_exchange_weak(s, kLocked, std::memory_order_acquire,
-                                       std::memory_order_relaxed)) {
-        detail::wait_list_unlock(waiters_);
-        return true;
+  if (may_spin()) {
+    for (int round = 0; round < kSpinRounds; ++round) {
+      std::uint32_t s = state_.load(std::memory_order_relaxed);
+      if (s & kStarving) break;  // newcomers queue in hand-off mode
+      if (!(s & kLocked)) {
+        if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire,
+                                         std::memory_order_relaxed))
+          return true;
+        continue;
       }
-      continue;
+      for (int k = 0; k < 30; ++k) _mm_pause();
     }
-    // Locked: mark it contended (so the owner's unlock takes the slow path),
-    // then queue.
-    if (s == kContended || state_.compare_exchange_weak(s, kContended, std::memory_order_relaxed,
-                                                        std::memory_order_relaxed))
-      break;
   }
-  detail::WaitNode node;
-  switch (detail::wait_list_wait(waiters_, node, deadline)) {
-    case detail::WakeReason::kNotified:
-      // Woken by unlock_slow(), which handed us the mutex: it is ours,
-      // locked, and the Waiter's acquire saw the previous owner's writes.
-      return true;
-    case detail::WakeReason::kCancelled:
-      detail::throw_cancelled();
-    default:
-      return false;  // the deadline passed (still kContended: unlock_slow sorts it out)
+  bool woken = false;      // woken once to compete, and lost: we go back first
+  std::int64_t since = 0;  // when we first queued
+  for (;;) {
+    detail::wait_list_lock(waiters_);
+    const bool starve = since != 0 && detail::now_ns() - since > kStarveNs;
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      if (!(s & (kLocked | kStarving))) {
+        std::uint32_t n = (s | kLocked) & ~(woken ? kWoken : 0);
+        // acquire: the critical section sees the previous owner's writes.
+        if (state_.compare_exchange_weak(s, n, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+          detail::wait_list_unlock(waiters_);
+          return true;
+        }
+        continue;
+      }
+      std::uint32_t n = (s | kWaiters) & ~(woken ? kWoken : 0);
+      if (starve && (s & kLocked)) n |= kStarving;
+      if (state_.compare_exchange_weak(s, n, std::memory_order_relaxed, std::memory_order_relaxed))
+        break;
+    }
+    if (since == 0) since = detail::now_ns();
+    detail::WaitNode node;
+    switch (detail::wait_list_wait(waiters_, node, deadline, /*front=*/woken)) {
+      case detail::WakeReason::kNotified:
+        break;
+      case detail::WakeReason::kCancelled:
+        detail::throw_cancelled();
+      default:
+        return false;  // the deadline passed (a stale kWaiters costs unlock one look)
+    }
+    // The Waiter's acquire saw what the unlocker did before waking us.
+    if (node.token == kHandedOff) return true;
+    woken = true;
   }
 }
 
 void Mutex::unlock_slow() {
   for (;;) {
-    detail::wait_list_lock(waiters_);
-    detail::WaitNode* next = detail::wait_list_take(waiters_);
-    if (!next) {
-      state_.store(kUnlocked, std::memory_order_release);
-    } else {
-      // Hand-off: the mutex stays locked and now belongs to `next`.
-      state_.store(waiters_.head ? kContended : kLocked, std::memory_order_release);
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    if (!(s & kStarving) && (!(s & kWaiters) || (s & kWoken))) {
+      // Nobody to wake, or a woken waiter is on its way: just release.
+      // release: publishes the critical section to the next owner.
+      if (state_.compare_exchange_weak(s, s & ~kLocked, std::memory_order_release,
+                                       std::memory_order_relaxed))
+        return;
+      continue;
     }
+    detail::wait_list_lock(waiters_);
+    s = state_.load(std::memory_order_relaxed);
+    detail::WaitNode* next = detail::wait_list_take(waiters_);
+    const std::uint32_t empty = waiters_.head ? 0 : (kWaiters | kStarving);
+    std::uint32_t n;
+    if (!next) {
+      n = s & ~(kLocked | kWaiters | kStarving);
+    } else if (s & kStarving) {
+      next->token = kHandedOff;  // it stays locked, and is next's now
+      n = s & ~empty;
+    } else {
+      next->token = 0;  // released: next competes for it
+      n = ((s & ~kLocked) | kWoken) & ~(empty & kWaiters);
+    }
+    state_.store(n, std::memory_order_release);  // release: the critical section
     detail::wait_list_unlock(waiters_);
     if (!next || detail::wait_list_wake(next)) return;
-    // `next` is being unwound at shutdown and will not take it: still ours,
-    // so pass it on.
+    // `next` is being unwound at shutdown and will not come back.
+    if (!(s & kStarving)) {
+      state_.fetch_and(~kWoken, std::memory_order_relaxed);
+      return;
+    }
+    // Hand-off mode: the mutex is still ours; pass it on.
   }
 }
 

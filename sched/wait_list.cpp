@@ -20,6 +20,14 @@ void append(WaitList& l, WaitNode* n) noexcept {
   n->queued = true;
 }
 
+void prepend(WaitList& l, WaitNode* n) noexcept {
+  n->prev = nullptr;
+  n->next = l.head;
+  (l.head ? l.head->prev : l.tail) = n;
+  l.head = n;
+  n->queued = true;
+}
+
 void unlink(WaitList& l, WaitNode* n) noexcept {
   if (!n->queued) return;  // a waker took it already
   (n->prev ? n->prev->next : l.head) = n->next;
@@ -46,8 +54,12 @@ void wait_list_unlock(WaitList& l) noexcept {
   l.locked.store(0, std::memory_order_release);  // release: publishes the critical section
 }
 
-WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline) {
-  append(l, &node);
+WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bool front) {
+  if (front) {
+    prepend(l, &node);
+  } else {
+    append(l, &node);
+  }
   WakeReason why;
   try {
     why = park_on(node.waiter, deadline, &release_list, &l);

@@ -50,9 +50,10 @@ CHRONOS_API void wait_list_unlock(WaitList& l) noexcept;
 // (and maybe handed something over through `token`). kTimedOut / kCancelled:
 // the deadline (on the now_ns() clock) passed or the fiber's stop token was
 // triggered; the node is no longer queued. Throws FiberUnwind (unqueued) at
-// runtime shutdown.
-CHRONOS_API WakeReason wait_list_wait(WaitList& l, WaitNode& node,
-                                      std::int64_t deadline = kForever);
+// runtime shutdown. front: queue at the head instead of the tail (a waiter
+// that was woken once and lost the race goes back first).
+CHRONOS_API WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline = kForever,
+                                      bool front = false);
 // With the lock held: the oldest waiter whose wait has not ended, unqueued
 // and claimed (kNotified), or null.
 CHRONOS_API WaitNode* wait_list_take(WaitList& l) noexcept;
