@@ -30,6 +30,15 @@ TEST(Channel, BufferedKeepsFifoOrder) {
     for (int i = 0; i < 8; ++i) ch.send(i);
     EXPECT_EQ(ch.size(), 8u);
     EXPECT_FALSE(ch.try_send(99));  // full
+    std::string unused = "kept";
+    Channel<std::string> strings(1);
+    EXPECT_TRUE(strings.try_send(std::string("a")));
+    EXPECT_FALSE(strings.try_send(unused));  // full: an lvalue is not moved from
+    EXPECT_EQ(unused, "kept");
+    const std::string constant = "c";
+    EXPECT_EQ(strings.recv(), "a");
+    EXPECT_TRUE(strings.try_send(constant));
+    EXPECT_EQ(strings.recv(), "c");
     for (int i = 0; i < 8; ++i) EXPECT_EQ(ch.recv(), i);
     EXPECT_EQ(ch.try_recv(), std::nullopt);  // empty
   });

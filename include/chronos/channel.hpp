@@ -80,6 +80,10 @@ class Channel : private detail::ChannelCore {
   // Sends only if that needs no wait; v is moved from only if it returns true.
   bool try_send(T& v) { return send_impl(v, detail::kTryOnly); }
   bool try_send(T&& v) { return send_impl(v, detail::kTryOnly); }
+  bool try_send(const T& v) {
+    T copy(v);
+    return send_impl(copy, detail::kTryOnly);
+  }
 
   // Receives a value, parking while there is none. nullopt: the channel is
   // closed and every value sent before close() has been received.
