@@ -164,7 +164,8 @@ TEST(Sleep, TimersFireUnderLoad) {
     stop = true;
     spinner.join();
     EXPECT_GE(slept, 5ms);
-    EXPECT_LT(slept, 2s);  // generous: this machine is shared and noisy
+    // Generous: this machine is shared and noisy (and valgrind is slower still).
+    EXPECT_LT(slept, 2s * static_cast<long>(chronos::test::scale()));
   });
 }
 
