@@ -39,6 +39,11 @@ bool withdraw_joiner(Fiber* f, Fiber* self) {
 // StopJoin's, so one of the two always sees the other.
 bool register_joiner(void* arg, Fiber* self) {
   auto* f = static_cast<Fiber*>(arg);
+  // Copied first: once we are published, `self` may be resumed by f's exit
+  // on another worker, and finish, before this commit returns.
+  std::stop_token stop;
+  if (self->stop.stop_possible()) [[unlikely]]
+    stop = self->stop;
   std::uintptr_t j = f->join.load(std::memory_order_acquire);
   do {
     if (j & join_word::kDone) return false;
@@ -46,9 +51,11 @@ bool register_joiner(void* arg, Fiber* self) {
     // resumes us after reading this word.
   } while (!f->join.compare_exchange_weak(j, j | reinterpret_cast<std::uintptr_t>(self),
                                           std::memory_order_release, std::memory_order_acquire));
-  if (self->stop.stop_possible()) {
+  if (stop.stop_possible()) [[unlikely]] {
+    // withdraw_joiner succeeds only while f is not done and we are still
+    // its joiner, that is, while nobody can have resumed us.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (self->stop.stop_requested() && withdraw_joiner(f, self)) return false;  // run again now
+    if (stop.stop_requested() && withdraw_joiner(f, self)) return false;  // run again now
   }
   return true;
 }

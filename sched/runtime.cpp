@@ -156,6 +156,11 @@ void RuntimeImpl::notify_work() noexcept {
   // fence here (as in Go): a worker going to sleep at this very moment may
   // miss this fiber, which then waits for its own worker, never forever.
   if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+  // One worker: the only "sleeper" is this worker, readying fibers from
+  // inside idle_wait's poll, and spin_for_work never takes a token with
+  // fewer than two workers, so a token set here would stay set and keep
+  // idle_wait from ever sleeping (shutdown would wait forever).
+  if (workers_.size() < 2) return;
   std::uint32_t idle_spinners = 0;
   // Claim the spinning slot for the worker we wake, so that a burst of
   // spawns wakes one worker, not one per spawn. It passes the work on when it
@@ -240,9 +245,12 @@ void RuntimeImpl::idle_wait(Worker* w) {
   const std::int64_t left =
       deadline == kNoDeadline ? -1 : std::max<std::int64_t>(deadline - now, 0);
   const std::size_t keep = cfg_.max_cached_stacks;
+  bool more_than_one = false;  // the poll readied more than this worker can run at once
   if (polling) {
     last_io_poll_.store(now, std::memory_order_relaxed);
-    p->poll(w, left);
+    w->polling_idle = true;
+    more_than_one = p->poll(w, left) > 1;
+    w->polling_idle = false;
     stop_polling();
   } else if (left >= 0) {
     futex_wait_for(&wake_epoch_, epoch, timespec{left / 1'000'000'000, left % 1'000'000'000});
@@ -262,6 +270,7 @@ void RuntimeImpl::idle_wait(Worker* w) {
   }
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
   w->wakeups.bump();
+  if (more_than_one) notify_work();  // a sleeping worker may take some
 }
 
 bool RuntimeImpl::run_due_timers_and_io(Worker* w) {

@@ -77,7 +77,7 @@ void Worker::push(Fiber* f) noexcept {
     push_overflowing(f, c);
   maybe_queued_ |= 1u << c;
   if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
-    rt->notify_work();
+    if (!polling_idle) rt->notify_work();
 }
 
 // The deque was full: make room (overflow) until the push succeeds. Kept out
@@ -96,7 +96,7 @@ void Worker::push_next(Fiber* f) noexcept {
   }
   runnext_ = f;
   if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
-    rt->notify_work();
+    if (!polling_idle) rt->notify_work();
 }
 
 void Worker::inject_yielded(Fiber* f) noexcept {

@@ -130,6 +130,11 @@ class alignas(64) Worker {
   // Set while this worker fires timers: the fibers they wake queue FIFO, in
   // deadline order, instead of each taking runnext (sched/switch.cpp, wake).
   bool firing_timers = false;
+  // Set while this worker, idle, polls I/O (RuntimeImpl::idle_wait): it
+  // counts as a sleeper then, so the fibers it readies for itself must not
+  // wake another worker each; idle_wait wakes one afterwards if there is more
+  // than it can run.
+  bool polling_idle = false;
   std::size_t fire_timers(TimerWheel& wheel, std::int64_t now, bool try_only) noexcept {
     firing_timers = true;
     std::size_t n = try_only ? wheel.try_poll(now) : wheel.poll(now);
