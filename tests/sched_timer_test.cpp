@@ -209,8 +209,9 @@ TEST(Sleep, CreatingAndCancellingTimersDoesNotGrowMemory) {
   long after = rss_kib();
   // Only in plain runs: a sanitizer's shadow memory and valgrind's own
   // bookkeeping grow on their own (they run scaled down, scale() > 1).
-  if (chronos::test::scale() == 1)
+  if (chronos::test::scale() == 1) {
     EXPECT_LT(after - before, 1024) << "RSS grew from " << before << " to " << after << " KiB";
+  }
   EXPECT_EQ(rt.stats().live_fibers, 0u);
 }
 

@@ -30,7 +30,7 @@ fi
 
 cmake -S "$ROOT" -B build -DCMAKE_BUILD_TYPE=Release \
     -DCHRONOS_BUILD_TESTS=OFF -DCHRONOS_BUILD_EXAMPLES=OFF -DCHRONOS_BUILD_BENCH=ON
-PROGRAMS=(yield spawn skynet idle)
+PROGRAMS=(yield spawn skynet idle pingpong)
 cmake --build build --target "${PROGRAMS[@]/#/peer_}" -j "${JOBS:-2}"
 
 mkdir -p bin
@@ -38,6 +38,11 @@ for prog in "${PROGRAMS[@]}"; do
     cp -f "build/bench/peer_$prog" "bin/$prog.tmp"
     mv -f "bin/$prog.tmp" "bin/$prog"
 done
+# echo-server is examples/echo_server.cpp (the examples are switched on for it).
+cmake -S "$ROOT" -B build -DCHRONOS_BUILD_EXAMPLES=ON >/dev/null
+cmake --build build --target chronos_echo_server -j "${JOBS:-2}"
+cp -f build/examples/chronos_echo_server bin/echo-server.tmp
+mv -f bin/echo-server.tmp bin/echo-server
 
 sha=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$sha" != unknown ] && ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then sha+="-dirty"; fi
