@@ -32,7 +32,7 @@ bool thread_mode_requested() {
 
 }  // namespace
 
-Reactor::Reactor(RuntimeImpl* rt) : rt_(rt), pool_(this), events_(new epoll_event[kEvents]) {
+Reactor::Reactor() : pool_(this), events_(new epoll_event[kEvents]) {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd_ < 0) throw_errno(errno, "chronos: epoll_create1");
   evfd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -74,7 +74,7 @@ Reactor& Reactor::current() {
   if (!w) throw std::logic_error("chronos: sockets and spawn_blocking need a runtime's fiber");
   RuntimeImpl* rt = w->rt;
   Poller* p = rt->poller();
-  if (!p) p = rt->install_poller(std::make_unique<Reactor>(rt));
+  if (!p) p = rt->install_poller(std::make_unique<Reactor>());
   // The reactor is the only Poller chronos installs.
   return *static_cast<Reactor*>(p);
 }

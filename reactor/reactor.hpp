@@ -45,7 +45,7 @@ class Reactor final : public Poller {
  public:
   static constexpr int kEvents = 256;
 
-  explicit Reactor(RuntimeImpl* rt);
+  Reactor();
   ~Reactor() override;
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
@@ -74,7 +74,6 @@ class Reactor final : public Poller {
   int poll_events(Worker* w, int timeout_ms) noexcept;
   int wait_interrupt(std::int64_t timeout_ns) noexcept;
 
-  RuntimeImpl* const rt_;
   int epfd_ = -1;
   int evfd_ = -1;
   DescriptorPool pool_;
