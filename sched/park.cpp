@@ -71,6 +71,9 @@ bool Waiter::complete(WakeReason why) noexcept {
   return old != kLost && resume(f, th, old);
 }
 
+WakeReason park_on_timed(Worker* wk, Fiber* self, Waiter& w, std::int64_t deadline,
+                         void (*release)(void*), void* arg);
+
 WakeReason park_on(Waiter& w, std::int64_t deadline, void (*release)(void*), void* arg) {
   Worker* wk = current_worker();
   if (!wk || wk->current == &wk->main) {
@@ -103,6 +106,18 @@ WakeReason park_on(Waiter& w, std::int64_t deadline, void (*release)(void*), voi
     if (release) release(arg);
     throw FiberUnwind{};
   }
+  if (deadline == kNoDeadline && !self->stop.stop_possible()) [[likely]] {
+    // Only the event can end this wait: no timer, no stop callback.
+    ParkCommit commit{&w, nullptr, release, arg};
+    park_current(wk, WaitKind::kSync, &w, &park_commit, &commit);
+    return w.reason();
+  }
+  return park_on_timed(wk, self, w, deadline, release, arg);
+}
+
+// park_on with a deadline or a stop token (or both).
+WakeReason park_on_timed(Worker* wk, Fiber* self, Waiter& w, std::int64_t deadline,
+                         void (*release)(void*), void* arg) {
   std::optional<std::stop_callback<StopCancel>> on_stop;
   if (self->stop.stop_possible()) on_stop.emplace(self->stop, StopCancel{&w});
   Timer timer;
