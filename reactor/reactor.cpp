@@ -136,23 +136,28 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
 
 int Reactor::wait_interrupt(std::int64_t timeout_ns) noexcept {
   if (timeout_ns == 0) return 0;
-  // relaxed: a bump between this load and the wait makes the wait return at once.
-  std::uint32_t epoch = interrupt_epoch_.load(std::memory_order_relaxed);
+  // The flag is a sticky "interrupted", consumed here: an interrupt() that
+  // came after the caller's last look at the queues but before this wait
+  // (sched/runtime.cpp, idle_wait) makes it return at once instead of being
+  // lost. (Reading an epoch here instead would miss exactly that one.)
+  // acquire: pairs with interrupt()'s release.
+  if (interrupt_flag_.exchange(0, std::memory_order_acquire) != 0) return 0;
   if (timeout_ns < 0) {
-    futex_wait(&interrupt_epoch_, epoch);
+    futex_wait(&interrupt_flag_, 0);
   } else {
-    futex_wait_for(&interrupt_epoch_, epoch,
+    futex_wait_for(&interrupt_flag_, 0,
                    timespec{static_cast<time_t>(timeout_ns / 1'000'000'000),
                             static_cast<long>(timeout_ns % 1'000'000'000)});
   }
+  interrupt_flag_.store(0, std::memory_order_relaxed);  // consumed (a stale one costs a look)
   return 0;
 }
 
 void Reactor::interrupt() noexcept {
   if (thread_.joinable() && !stop_.load(std::memory_order_relaxed)) {
-    // Thread mode: the workers wait on the epoch, not in epoll_wait.
-    interrupt_epoch_.fetch_add(1, std::memory_order_release);
-    futex_wake(&interrupt_epoch_, INT_MAX);
+    // Thread mode: an idle worker waits on the flag, not in epoll_wait.
+    interrupt_flag_.store(1, std::memory_order_release);
+    futex_wake(&interrupt_flag_, INT_MAX);
     return;
   }
   // relaxed: if the flag is already set, a write of ours is still undrained:

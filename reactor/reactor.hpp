@@ -79,7 +79,7 @@ class Reactor final : public Poller {
   DescriptorPool pool_;
   std::atomic<bool> polling_{false};
   std::atomic<bool> interrupt_pending_{false};
-  std::atomic<std::uint32_t> interrupt_epoch_{0};  // thread mode: idle workers wait here
+  std::atomic<std::uint32_t> interrupt_flag_{0};  // thread mode: an idle worker waits here
   std::atomic<bool> stop_{false};
   std::unique_ptr<epoll_event[]> events_;  // kEvents, owned by the polling_ holder
   BlockingPool blocking_;
