@@ -9,10 +9,10 @@
 // one Runtime{Config{.workers = threads}}. The time is taken with
 // steady_clock around the timed phase only. A wrong value exits 1.
 //
-// --count-allocs: this file replaces the global operator new (every form),
-// and counts the calls made by any thread while the timed phase runs. The
-// RESULT line then carries allocs=K. Without the flag nothing is counted:
-// the replacement is always linked, and costs one relaxed load per allocation.
+// --count-allocs: the RESULT line carries allocs=K, the global operator new
+// calls made by any thread while the timed phase ran (bench/counting_new.hpp
+// replaces operator new in this program; it counts with one relaxed
+// fetch_add per call, whether or not the flag is given).
 //
 // Prints one line on stdout:
 //   RESULT workload=W peer=chronos threads=N n=N ns_per_op=X [allocs=K]
@@ -30,93 +30,14 @@
 #include <string>
 #include <vector>
 
+#include "../../counting_new.hpp"
+
 // ---------------------------------------------------------------- allocation counting
 
 namespace {
-
-bool g_count_allocs = false;  // --count-allocs; set before any fiber runs
-std::atomic<bool> g_counting{false};
-std::atomic<unsigned long long> g_allocs{0};
-
-void* counted_alloc(std::size_t size, std::size_t align) noexcept {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (size == 0) size = 1;
-  if (align <= alignof(std::max_align_t)) return std::malloc(size);
-  // aligned_alloc wants the size to be a multiple of the alignment.
-  return std::aligned_alloc(align, (size + align - 1) / align * align);
-}
-
-void* alloc_or_throw(std::size_t size, std::size_t align) {
-  for (;;) {
-    if (void* p = counted_alloc(size, align)) return p;
-    std::new_handler h = std::get_new_handler();
-    if (!h) throw std::bad_alloc();
-    h();
-  }
-}
-
+bool g_count_allocs = false;       // --count-allocs
+std::uint64_t g_timed_allocs = 0;  // operator new calls during the last timed phase
 }  // namespace
-
-void* operator new(std::size_t n) {
-  return alloc_or_throw(n, 0);
-}
-void* operator new[](std::size_t n) {
-  return alloc_or_throw(n, 0);
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-  return alloc_or_throw(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  return alloc_or_throw(n, static_cast<std::size_t>(a));
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, 0);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, 0);
-}
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return counted_alloc(n, static_cast<std::size_t>(a));
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
 
 // ---------------------------------------------------------------- the workloads
 
@@ -143,12 +64,11 @@ using Clock = std::chrono::steady_clock;
 // counter covers exactly this window.
 template <class F>
 double timed(F&& fn) {
-  g_allocs.store(0, std::memory_order_relaxed);
-  g_counting.store(g_count_allocs, std::memory_order_seq_cst);
+  const std::uint64_t before = counting_new::calls();
   const auto t0 = Clock::now();
   fn();
   const auto t1 = Clock::now();
-  g_counting.store(false, std::memory_order_seq_cst);
+  g_timed_allocs = counting_new::calls() - before;
   return std::chrono::duration<double, std::nano>(t1 - t0).count();
 }
 
@@ -318,7 +238,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     fail(std::string("exception: ") + e.what());
   }
-  const unsigned long long allocs = g_allocs.load(std::memory_order_relaxed);
+  const unsigned long long allocs = g_timed_allocs;
   std::printf("RESULT workload=%s peer=chronos threads=%u n=%ld ns_per_op=%.2f", workload.c_str(),
               workers, n, ns / static_cast<double>(n));
   if (g_count_allocs) std::printf(" allocs=%llu", allocs);
