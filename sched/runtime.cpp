@@ -280,22 +280,17 @@ bool RuntimeImpl::run_due_timers_and_io(Worker* w) {
   for (auto& other : workers_)  // a busy worker's due timers, on its behalf
     if (other.get() != w && other->timers.next_due() <= now)
       n += w->fire_timers(other->timers, now, true);
-  n += static_cast<std::size_t>(poll_io(w, now, false));
+  n += static_cast<std::size_t>(poll_io(w, now));
   return n > 0;
 }
 
-int RuntimeImpl::poll_io(Worker* w, std::int64_t now, bool block) {
+int RuntimeImpl::poll_io(Worker* w, std::int64_t now) {
   Poller* p = poller();
   if (!p) return 0;
-  if (!block && now - last_io_poll_.load(std::memory_order_relaxed) < kIoPollIntervalNs) return 0;
+  if (now - last_io_poll_.load(std::memory_order_relaxed) < kIoPollIntervalNs) return 0;
   if (poll_busy_.exchange(true, std::memory_order_acquire)) return 0;  // someone polls
   last_io_poll_.store(now, std::memory_order_relaxed);
-  std::int64_t timeout = 0;
-  if (block) {
-    std::int64_t deadline = earliest_timer();
-    timeout = deadline == kNoDeadline ? -1 : std::max<std::int64_t>(deadline - now, 0);
-  }
-  int n = p->poll(w, timeout);
+  int n = p->poll(w, 0);
   poll_busy_.store(false,
                    std::memory_order_release);  // release: pairs with the next poller's acquire
   return n;

@@ -59,10 +59,11 @@ class RuntimeImpl {
   // A worker that ran dry: fires what is due on every worker's timer wheel
   // and polls I/O without blocking. True if that may have readied fibers.
   bool run_due_timers_and_io(Worker* w);
-  // Polls the poller, if there is one and no other worker is polling it.
-  // Non-blocking polls happen at most every kIoPollIntervalNs; a blocking one
-  // waits until the next timer is due. Returns how many fibers it readied.
-  int poll_io(Worker* w, std::int64_t now, bool block);
+  // A busy worker's look at I/O: polls without blocking, if there is a
+  // poller, nobody else is polling it, and nobody has for kIoPollIntervalNs
+  // (the blocking poll of an idle worker is in idle_wait). Returns how many
+  // fibers it readied.
+  int poll_io(Worker* w, std::int64_t now);
   // The earliest deadline on any worker's wheel (a hint), or kNoDeadline.
   std::int64_t earliest_timer() const noexcept;
   std::size_t timers_armed() const noexcept;  // on every wheel, a snapshot

@@ -135,7 +135,7 @@ Fiber* Worker::take_injected() noexcept {
   if (!timers_armed && !rt->poller()) return;
   std::int64_t now = now_ns();
   if (timers_armed && timers.next_due() <= now) fire_timers(timers, now, false);
-  rt->poll_io(this, now, /*block=*/false);
+  rt->poll_io(this, now);
 }
 
 // The fairness tick's pick: what the normal order could starve. A yielded
