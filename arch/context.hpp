@@ -40,6 +40,22 @@ struct Transfer {
 
 using EntryFn = void (*)(Transfer);
 
+// The registers of a suspended context as an unwinder needs them: where it
+// resumes (pc), its stack pointer at that point, and the callee-saved
+// registers the backend keeps (null where it keeps none). Filled in by
+// suspended_regs(ctx), which each backend defines; false where the backend
+// cannot say (then fiber dumps show no backtrace).
+struct SuspendedRegs {
+  void* pc = nullptr;
+  void* sp = nullptr;
+  void* rbp = nullptr;
+  void* rbx = nullptr;
+  void* r12 = nullptr;
+  void* r13 = nullptr;
+  void* r14 = nullptr;
+  void* r15 = nullptr;
+};
+
 }  // namespace chronos::arch
 
 #if defined(CHRONOS_CONTEXT_BOOST)

@@ -53,6 +53,17 @@ inline Transfer asm_jump(Context to, void* data) {
   return chronos_context_jump(to, data);
 }
 
+// A context saved by the out-of-line switch: the frame above, then the
+// resume address's frame as it was before the call into the switch.
+inline bool asm_suspended_regs(Context ctx, SuspendedRegs* out) {
+  const auto* f = static_cast<const SavedFrame*>(ctx);
+  *out = SuspendedRegs{f->rip, reinterpret_cast<char*>(ctx) + sizeof(SavedFrame),
+                       f->rbp, f->rbx,
+                       f->r12, f->r13,
+                       f->r14, f->r15};
+  return true;
+}
+
 // What the scheduler uses: CHRONOS_SWITCH=inline (the default) or asm. The
 // two kinds of context must never be mixed: a context made by one is only
 // ever jumped to by the same one.
@@ -65,6 +76,9 @@ inline constexpr const char* kBackendName = kInlineBackendName;
 [[gnu::always_inline]] inline Transfer jump(Context to, void* data) {
   return jump_inline(to, data);
 }
+inline bool suspended_regs(Context ctx, SuspendedRegs* out) {
+  return inline_suspended_regs(ctx, out);
+}
 #else
 inline constexpr bool kSwitchSavesFpEnv = true;
 inline constexpr const char* kBackendName = kAsmBackendName;
@@ -73,6 +87,9 @@ inline Context make(void* top, std::size_t size, EntryFn fn) {
 }
 inline Transfer jump(Context to, void* data) {
   return asm_jump(to, data);
+}
+inline bool suspended_regs(Context ctx, SuspendedRegs* out) {
+  return asm_suspended_regs(ctx, out);
 }
 #endif
 

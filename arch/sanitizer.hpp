@@ -119,6 +119,26 @@ inline void sanitizer_finish_switch([[maybe_unused]] SanitizerState& self,
 #endif
 }
 
+#if CHRONOS_TSAN
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+#endif
+
+// Brackets a deliberate racy snapshot: a fiber dump copying the id and name
+// of a fiber that another thread may be setting up or running. The copy may
+// be stale, is never dereferenced, and does not order anything, so TSan is
+// told not to check these reads (and only these).
+inline void sanitizer_snapshot_reads_begin() {
+#if CHRONOS_TSAN
+  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+#endif
+}
+inline void sanitizer_snapshot_reads_end() {
+#if CHRONOS_TSAN
+  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+#endif
+}
+
 // valgrind: register a stack while it is mapped. Returns an id (0 if none).
 inline unsigned valgrind_stack_register([[maybe_unused]] void* lo, [[maybe_unused]] void* hi) {
 #if CHRONOS_HAVE_VALGRIND

@@ -91,6 +91,19 @@ inline constexpr const char* kInlineBackendName = "inline-x86_64-sysv";
   return Transfer{from, out};
 }
 
+// A context saved by jump_inline, as an unwinder sees it: the resume address
+// lies inside the asm statement, where the compiler's CFI describes the frame
+// as it was before the statement began, so the stack pointer to report is
+// the one from before the two pushes and the red-zone step.
+inline bool inline_suspended_regs(Context ctx, SuspendedRegs* out) {
+  auto* w = static_cast<void**>(ctx);
+  *out = SuspendedRegs{};
+  out->rbp = w[0];
+  out->pc = w[1];
+  out->sp = reinterpret_cast<char*>(ctx) + 16 + 128;
+  return true;
+}
+
 // Prepares [top - size, top) for jump_inline: the first jump calls fn there.
 inline Context make_inline(void* top, std::size_t /*size*/, EntryFn fn) {
   auto t = reinterpret_cast<std::uintptr_t>(top) & ~std::uintptr_t{15};

@@ -122,10 +122,21 @@ void StackPool::unmap_normal(Fiber* f) noexcept {
 }
 
 void StackPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
+  struct Filter {
+    void (*fn)(Fiber*, void*);
+    void* arg;
+  } filter{fn, arg};
+  for_each_slot(
+      [](Fiber* f, void* p) {
+        auto* flt = static_cast<Filter*>(p);
+        if (f->ops) flt->fn(f, flt->arg);  // a free slot has no payload operations
+      },
+      &filter);
+}
+
+void StackPool::for_each_slot(void (*fn)(Fiber*, void*), void* arg) {
   std::lock_guard lock(mu_);
-  auto visit = [&](Fiber* f) {
-    if (f->ops) fn(f, arg);  // a free slot has no payload operations
-  };
+  auto visit = [&](Fiber* f) { fn(f, arg); };
   if (!small_) {
     for (Fiber* f : normals_) visit(f);
     return;

@@ -62,6 +62,10 @@ class StackPool {
   // Calls fn on every slot that holds a fiber (spawned, not yet released),
   // under the pool's lock. Off the hot path: shutdown and dumps use it.
   void for_each_fiber(void (*fn)(Fiber*, void*), void* arg);
+  // Calls fn on every prepared slot, free or not, under the pool's lock: the
+  // caller tells them apart by the state word (a free slot reads Done). For
+  // dumps taken while fibers run, which must not read Fiber::ops.
+  void for_each_slot(void (*fn)(Fiber*, void*), void* arg);
 
   bool small() const noexcept { return small_; }
   std::size_t slot_size() const noexcept { return slot_size_; }

@@ -11,15 +11,17 @@
 //
 //     63      53 52  51    48 47                              3 2   1 0
 //    +----------+---+--------+---------------------------------+---+---+
-//    | 0        | S | prio   | pointer >> 3                    | 0 |st |
+//    | 0      F | S | prio   | pointer >> 3                    | H |st |
 //    +----------+---+--------+---------------------------------+---+---+
 //
-// st is the state, S the small-stack flag, prio 0-15. The pointer says where
-// the fiber is: its Worker while Ready or Running, the object it waits on while
-// Waiting, null once Done. User-space pointers on x86-64 and aarch64 fit in 48
-// bits and are at least 8-aligned. Because state and pointer are one word, a
-// reader on another thread (a dump, the deadlock detector) always sees a
-// consistent pair, and a transition is one store.
+// st is the state, S the small-stack flag, prio 0-15, F preserve_fp_env. H is
+// the inspection hold: a dump (sched/inspect.hpp) sets it on a Waiting fiber
+// while it walks that fiber's stack, and a waker that finds it set waits the
+// few microseconds until it is clear again (see claim() in sched/switch.cpp). The pointer says
+// where the fiber is: its Worker while Ready or Running, the object it waits on while Waiting, null
+// once Done. User-space pointers on x86-64 and aarch64 fit in 48 bits and are at least 8-aligned.
+// Because state and pointer are one word, a reader on another thread (a dump, the deadlock
+// detector) always sees a consistent pair, and a transition is one store.
 //
 // States, by who owns the fiber and its stack:
 //   Ready    runnable, in exactly one run queue (or being handed to a worker).
@@ -31,7 +33,10 @@
 //            (or nobody, if detached) owns the TCB until it is released.
 // Only the thread that owns the fiber writes its state word, so plain atomic
 // stores suffice (relaxed: the hand-offs between owners are ordered by the
-// queues and by the join word, not by this word).
+// queues and by the join word, not by this word). One exception: Waiting is
+// stored with release, by the side that resumes after the fiber has switched
+// away (sched/switch.cpp), so that an inspector that reads Waiting with
+// acquire also sees the saved context and the stack under it.
 //
 // The join word. The race between a fiber finishing and someone joining or
 // detaching it is decided on a second word, by atomic read-modify-writes:
@@ -64,6 +69,7 @@ const char* to_string(FiberState s) noexcept;
 
 namespace state_word {
 inline constexpr std::uint64_t kStateMask = 0x3;
+inline constexpr std::uint64_t kHeld = 0x4;  // the inspection hold (above)
 inline constexpr std::uint64_t kPtrMask = 0x0000'FFFF'FFFF'FFF8;
 inline constexpr int kPrioShift = 48;
 inline constexpr std::uint64_t kPrioMask = std::uint64_t{0xF} << kPrioShift;
@@ -101,14 +107,21 @@ inline constexpr std::uintptr_t kThread = 4;
 inline constexpr std::uintptr_t kPtrMask = ~std::uintptr_t{7};
 }  // namespace join_word
 
-// What a parked fiber waits on, for dumps. Stored beside the state word's pointer.
-enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kIo };  // kIo: reactor/io_wait.hpp
+// How to read a parked fiber's state-word pointer, for dumps and the deadlock
+// detector:
+//   kJoin      the Fiber it joins
+//   kSync      the Waiter of a blocking call (chronos/detail/waiter.hpp), which
+//              says what it waits on (WaitReason) and where
+//   kIo        the reactor's descriptor; wait_detail is (fd << 1) | write
+//   kBlocking  the spawn_blocking pool: a job runs on a pool thread
+enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kIo, kBlocking };
 
 inline constexpr std::size_t kNameCapacity = 32;
 
 struct alignas(64) Fiber {
   // ---- hot: everything a switch, spawn or join touches ----
-  std::atomic<std::uint64_t> state{0};  // see "The state word"
+  // see "The state word". A slot that holds no fiber reads Done.
+  std::atomic<std::uint64_t> state{static_cast<std::uint64_t>(FiberState::kDone)};
   std::atomic<std::uintptr_t> join{0};  // see "The join word"
   arch::Context ctx = nullptr;          // saved context while not running
   Fiber* next = nullptr;                // intrusive link: run queue or pool free list
@@ -125,8 +138,10 @@ struct alignas(64) Fiber {
   unsigned valgrind_id = 0;      // valgrind stack registration
   std::uint32_t pool_index = 0;  // normal stacks: place in the pool's list of all stacks
   WaitKind wait_kind = WaitKind::kNone;
-  bool unwinding = false;      // resumed only to be unwound (runtime shutdown)
-  bool first_in_slab = false;  // small stacks: a guard page, not a slot, lies below
+  std::uintptr_t wait_detail = 0;  // see WaitKind
+  std::int64_t wait_since = 0;     // when it parked, on the runtime's coarse clock (now_ns)
+  bool unwinding = false;          // resumed only to be unwound (runtime shutdown)
+  bool first_in_slab = false;      // small stacks: a guard page, not a slot, lies below
   char name[kNameCapacity] = {};
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)

@@ -53,7 +53,7 @@ void BlockingPool::run(Job& job) {
   ensure_thread();                                           // may throw; nothing is queued yet
   CommitArg arg{this, &job};
   try {
-    park_current(w, WaitKind::kSync, this, &BlockingPool::commit, &arg);
+    park_current(w, WaitKind::kBlocking, this, &BlockingPool::commit, &arg);
   } catch (const FiberUnwind&) {
     if (!withdraw(&job)) await_done(job);
     throw;

@@ -7,6 +7,7 @@
 #include "sched/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
+#include "sched/trace.hpp"
 
 namespace chronos::detail {
 namespace {
@@ -87,6 +88,8 @@ Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
   }
   w->spawned.bump();
   f->set_state(FiberState::kReady, w);
+  if (w->trace) [[unlikely]]
+    w->trace->record(TraceKind::kSpawn, f->id, opts.priority);
   w->push(f);
   return f;
 }

@@ -82,6 +82,7 @@ std::size_t select_impl(SelectCase* const* cases, std::size_t n, bool has_defaul
   // Nothing ready: one op per case, all sharing one Waiter, so exactly one
   // case (or the deadline, or a stop) wins.
   Waiter w;
+  w.what = WaitReason::kSelect;
   ChanOp ops[64];
   for (std::size_t i = 0; i < n; ++i) {
     ops[i].waiter = &w;

@@ -22,7 +22,7 @@ bool FutureStateBase::wait_until_ns(std::int64_t deadline) {
     wait_list_unlock(waiters);
     return true;
   }
-  WaitNode node;
+  WaitNode node(WaitReason::kFuture, this);
   switch (wait_list_wait(waiters, node, deadline)) {
     case WakeReason::kNotified:
       return true;

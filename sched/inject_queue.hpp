@@ -94,6 +94,13 @@ class InjectQueue {
     return n;
   }
 
+  // A snapshot for stats: may be stale at once.
+  std::size_t size() const noexcept {
+    std::size_t t = tail_.load(std::memory_order_relaxed);
+    std::size_t h = head_.load(std::memory_order_relaxed);
+    return (t > h ? t - h : 0) + batched_.load(std::memory_order_relaxed);
+  }
+
   // A hint: may be stale by the time the caller acts on it.
   bool empty() const noexcept {
     return head_.load(std::memory_order_acquire) == tail_.load(std::memory_order_acquire) &&

@@ -68,7 +68,7 @@ bool Mutex::lock_slow(std::int64_t deadline) {
         break;
     }
     if (since == 0) since = detail::now_ns();
-    detail::WaitNode node;
+    detail::WaitNode node(detail::WaitReason::kMutex, this);
     switch (detail::wait_list_wait(waiters_, node, deadline, /*front=*/woken)) {
       case detail::WakeReason::kNotified:
         break;
@@ -127,7 +127,7 @@ bool Semaphore::acquire_until_ns(std::int64_t deadline) {
     detail::wait_list_unlock(waiters_);
     return true;
   }
-  detail::WaitNode node;
+  detail::WaitNode node(detail::WaitReason::kSemaphore, this);
   switch (detail::wait_list_wait(waiters_, node, deadline)) {
     case detail::WakeReason::kNotified:
       return true;  // release() handed us a permit
@@ -170,7 +170,7 @@ std::cv_status CondVar::wait_until_ns(std::unique_lock<Mutex>& lock, std::int64_
   // unlock finds us queued. The wait list's lock is held across the unlock,
   // which only ever takes the mutex's own wait list, never ours.
   detail::wait_list_lock(waiters_);
-  detail::WaitNode node;
+  detail::WaitNode node(detail::WaitReason::kCondVar, this);
   lock.unlock();
   detail::WakeReason why;
   try {

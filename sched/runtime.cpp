@@ -13,8 +13,11 @@
 
 #include "fiber/overflow.hpp"
 #include "sched/futex.hpp"
+#include "sched/monitor.hpp"
+#include "sched/registry.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
+#include "sched/trace.hpp"
 
 namespace chronos::detail {
 namespace {
@@ -55,7 +58,16 @@ Config normalize(Config c) {
     throw std::invalid_argument("chronos: Config::stack_size must be at least 16 KiB");
   if (c.small_stack_size < 8 * 1024)
     throw std::invalid_argument("chronos: Config::small_stack_size must be at least 8 KiB");
+  apply_environment(c);
   return c;
+}
+
+// How the trace shows a park's reason (TraceKind::kPark's arg is a WaitReason).
+const char* trace_reason_name(std::uint64_t arg) {
+  static constexpr const char* kNames[] = {
+      "wait",      "channel send", "channel recv", "select", "mutex", "condition variable",
+      "semaphore", "wait group",   "future",       "sleep",  "join",  "spawn_blocking"};
+  return arg < std::size(kNames) ? kNames[arg] : "wait";
 }
 
 std::string describe(const std::exception_ptr& e) {
@@ -77,10 +89,18 @@ RuntimeImpl::RuntimeImpl(Config cfg)
       inject_(kInjectCapacity),
       cpus_(cpus_available()) {
   install_overflow_handler(&running_fiber);
+  set_coarse_now(now_ns());
   for (unsigned i = 0; i < cfg_.workers; ++i)
     workers_.push_back(std::make_unique<Worker>(this, i, cfg_.run_queue_capacity));
+  if (!cfg_.trace_path.empty()) {
+    tracer_ = std::make_unique<Tracer>(cfg_.trace_path, cfg_.workers);
+    tracer_->set_reason_names(&trace_reason_name);
+    for (auto& w : workers_) w->trace = tracer_->worker(w->index);
+  }
   try {
     for (auto& w : workers_) threads_.emplace_back([w = w.get()] { w->run(); });
+    monitor_ = std::make_unique<Monitor>(this);
+    register_runtime(this);
   } catch (...) {
     shutdown();
     uninstall_overflow_handler();
@@ -90,6 +110,7 @@ RuntimeImpl::RuntimeImpl(Config cfg)
 
 RuntimeImpl::~RuntimeImpl() {
   shutdown();
+  unregister_runtime(this);
   uninstall_overflow_handler();
 }
 
@@ -112,6 +133,14 @@ Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* o
     if (f) f->pool->give(&f, 1);
     external_spawned_.fetch_sub(1, std::memory_order_relaxed);
     throw;
+  }
+  if (tracer_) [[unlikely]] {
+    Worker* w = current_worker();
+    if (w && w->rt == this) {
+      w->trace->record(TraceKind::kSpawn, f->id, opts.priority);
+    } else {
+      tracer_->record_foreign(TraceKind::kSpawn, f->id, opts.priority);
+    }
   }
   inject(f);
   return f;
@@ -211,6 +240,16 @@ bool RuntimeImpl::any_work_visible() const noexcept {
   return false;
 }
 
+bool RuntimeImpl::all_asleep() const noexcept {
+  return sleepers_.load(std::memory_order_seq_cst) == workers_.size() && !any_work_visible();
+}
+
+std::uint64_t RuntimeImpl::activity() const noexcept {
+  std::uint64_t n = 0;
+  for (auto& w : workers_) n += w->fibers_run.get() + w->wakeups.get();
+  return n;
+}
+
 void RuntimeImpl::idle_wait(Worker* w) {
   std::uint32_t epoch = wake_epoch_.load(std::memory_order_relaxed);
   // seq_cst RMW: also releases this worker's counters to shutdown(), which
@@ -238,6 +277,8 @@ void RuntimeImpl::idle_wait(Worker* w) {
     futex_wake(&quiet_epoch_, INT_MAX);
   }
   w->parks.bump();
+  if (w->trace) [[unlikely]]
+    w->trace->record(TraceKind::kWorkerPark, 0, 0);
   // Sleep until the earliest timer on any wheel is due (idle workers fire
   // busy workers' timers too, in run_due_timers_and_io).
   const std::int64_t deadline = earliest_timer();
@@ -270,6 +311,9 @@ void RuntimeImpl::idle_wait(Worker* w) {
   }
   sleepers_.fetch_sub(1, std::memory_order_relaxed);
   w->wakeups.bump();
+  if (w->trace) [[unlikely]]
+    w->trace->record(TraceKind::kWorkerUnpark, 0, 0);
+  set_coarse_now(now_ns());          // the monitor may have slept through the idle spell
   if (more_than_one) notify_work();  // a sleeping worker may take some
 }
 
@@ -322,11 +366,9 @@ int RuntimeImpl::unwind_parked() {
   // fiber unwinding early must not resume one of the others normally.
   std::vector<Fiber*> parked;
   auto visit = [](Fiber* f, void* out) {
-    std::uint64_t s = f->state.load(std::memory_order_relaxed);
-    if (state_word::state(s) != FiberState::kWaiting) return;
+    if (f->load_state() != FiberState::kWaiting) return;
     f->unwinding = true;
-    if (f->state.compare_exchange_strong(s, state_word::with(s, FiberState::kReady, nullptr),
-                                         std::memory_order_relaxed))
+    if (claim(f, FiberState::kReady, nullptr))  // (waits out a dump's hold)
       static_cast<std::vector<Fiber*>*>(out)->push_back(f);
   };
   normal_pool_.for_each_fiber(visit, &parked);
@@ -360,12 +402,18 @@ void RuntimeImpl::shutdown() {
     ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&quiet_epoch_), FUTEX_WAIT_PRIVATE, epoch,
               &ts, nullptr, 0);
   }
+  if (monitor_) monitor_->stop();  // before the threads it signals are gone
   exiting_.store(true, std::memory_order_release);
   wake_epoch_.fetch_add(1, std::memory_order_release);
   futex_wake(&wake_epoch_, INT_MAX);
   if (Poller* p = poller()) p->interrupt();
   for (auto& t : threads_) t.join();
   joined_ = true;
+  if (tracer_) {
+    std::string error;
+    if (!tracer_->write(&error))
+      std::fprintf(stderr, "chronos: the execution trace was not written: %s\n", error.c_str());
+  }
 }
 
 void RuntimeImpl::report_uncaught(Fiber* f) noexcept {
@@ -413,13 +461,26 @@ Poller* RuntimeImpl::install_poller(std::unique_ptr<Poller> p) {
 RuntimeStats RuntimeImpl::stats() const {
   RuntimeStats s;
   for (auto& w : workers_) {
-    s.workers.push_back(WorkerStats{w->fibers_run.get(), w->spawned.get(), w->steals.get(),
-                                    w->stolen.get(), w->failed_steals.get(), w->parks.get(),
-                                    w->wakeups.get()});
+    WorkerStats ws;
+    ws.fibers_run = w->fibers_run.get();
+    ws.spawned = w->spawned.get();
+    ws.steals = w->steals.get();
+    ws.stolen = w->stolen.get();
+    ws.failed_steals = w->failed_steals.get();
+    ws.parks = w->parks.get();
+    ws.wakeups = w->wakeups.get();
+    ws.io_waits = w->io_waits.get();
+    ws.timers_fired = w->timers_fired.get();
+    ws.queued = w->queued();
+    ws.timers_armed = w->timers.armed();
+    s.workers.push_back(ws);
   }
   std::int64_t l = live();
   s.live_fibers = l > 0 ? static_cast<std::uint64_t>(l) : 0;
   s.stacks_mapped = normal_pool_.mapped_slots() + small_pool_.mapped_slots();
+  s.stacks_free = normal_pool_.free_count() + small_pool_.free_count();
+  s.inject_queued = inject_.size();
+  s.sleeping_workers = sleepers_.load(std::memory_order_relaxed);
   return s;
 }
 

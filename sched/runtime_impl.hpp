@@ -1,6 +1,8 @@
 // sched/runtime_impl.hpp: the runtime behind chronos::Runtime.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -16,6 +18,9 @@
 #include "sched/worker.hpp"
 
 namespace chronos::detail {
+
+class Monitor;
+class Tracer;
 
 class RuntimeImpl {
  public:
@@ -96,6 +101,28 @@ class RuntimeImpl {
   static constexpr std::uint32_t kMaxSpinners = 2;
   static constexpr int kSpinRounds = 64;
 
+  // A clock that costs a load: now_ns() as of the last time the monitor
+  // thread ticked or a worker woke up (within a few ms while fibers run). It
+  // stamps Fiber::wait_since on every park, which must not read the clock.
+  std::int64_t coarse_now() const noexcept { return coarse_now_.load(std::memory_order_relaxed); }
+  void set_coarse_now(std::int64_t now) noexcept {
+    coarse_now_.store(now, std::memory_order_relaxed);
+  }
+
+  // For the monitor (sched/monitor.hpp): every worker asleep and no queue
+  // holding work; spawns still accepted; the workers' dispatches plus
+  // wake-ups (it moves whenever anything runs); a worker's thread.
+  bool all_asleep() const noexcept;
+  bool accepting() const noexcept { return accepting_.load(std::memory_order_relaxed); }
+  std::uint64_t activity() const noexcept;
+  pthread_t worker_thread(unsigned i) { return threads_[i].native_handle(); }
+
+  // The execution trace (sched/trace.hpp), or null when off.
+  Tracer* tracer() const noexcept { return tracer_.get(); }
+
+  // The next live runtime (sched/registry.hpp). Under the list's mutex.
+  RuntimeImpl* next_runtime_ = nullptr;
+
  private:
   void wake_one() noexcept;
   void wake_sleeper() noexcept;  // futex first; else the worker blocked in the poller
@@ -127,6 +154,7 @@ class RuntimeImpl {
       0};  // bumped when a worker idles after shutdown()
   alignas(64) std::atomic<std::uint64_t> external_spawned_{0};  // by Runtime::spawn (see live())
   std::atomic<FiberId> next_id_{1};
+  alignas(64) std::atomic<std::int64_t> coarse_now_{0};  // read on every park: a line of its own
 
   // The poller: one worker at a time polls (poll_busy_); poller_blocked_ is
   // set while one blocks in it, so that wake-ups interrupt it.
@@ -136,6 +164,9 @@ class RuntimeImpl {
   std::mutex poller_mu_;
   std::unique_ptr<Poller> poller_owner_;
   std::atomic<Poller*> poller_{nullptr};
+
+  std::unique_ptr<Tracer> tracer_;
+  std::unique_ptr<Monitor> monitor_;  // last: it watches everything above
 };
 
 }  // namespace chronos::detail

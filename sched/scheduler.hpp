@@ -115,7 +115,15 @@ void yield_current(Worker* w);
 
 // Parks the running fiber (see "Parking and waking"). Returns the worker the
 // fiber resumed on. Throws FiberUnwind if resumed to be unwound.
-Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg);
+// kind and on say what it waits on (fiber/tcb.hpp, WaitKind); detail goes to
+// Fiber::wait_detail.
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg,
+                     std::uintptr_t detail = 0);
+
+// Claims a parked fiber: Waiting -> Ready, or Running for a direct hand-off
+// (w: the worker it will be ready on or run on, or null). False if it is not
+// Waiting: someone else has claimed it. Waits out an inspection hold.
+bool claim(Fiber* f, FiberState to, Worker* w) noexcept;
 
 // Makes a parked fiber ready, from code running on worker w (any runtime's) or
 // from a plain thread (w null). Returns false if someone else already woke it.

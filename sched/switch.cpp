@@ -1,8 +1,11 @@
 // sched/switch.cpp: every context switch chronos makes, and what happens on
 // either side of it. The rules are in sched/scheduler.hpp; this is the hot path.
+#include <immintrin.h>
+
 #include <cstdio>
 #include <cstdlib>
 
+#include "chronos/detail/waiter.hpp"
 #include "fiber/overflow.hpp"
 #if defined(CHRONOS_SWITCH_INLINE)
 #include "arch/fp_env_x86_64.hpp"
@@ -10,6 +13,7 @@
 #include "sched/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
+#include "sched/trace.hpp"
 
 namespace chronos::detail {
 namespace {
@@ -24,6 +28,7 @@ struct SwitchRecord {
   PostAction action;
   CommitFn commit;  // kPark only
   void* arg;
+  const void* on;  // kPark only: what the fiber waits on (its state word's pointer)
 };
 
 // A small stack has no guard page of its own (fiber/stack_pool.hpp). Its
@@ -85,6 +90,41 @@ inline void check_small(Fiber* f, bool running_on_it) {
 }
 #endif
 
+// Tracing is on (Worker::trace): what this switch means for the trace. Out of
+// line, so that tracing off costs switch_to one load and one branch.
+[[gnu::noinline, gnu::cold]] void trace_switch(Worker* w, Fiber* from, Fiber* to, PostAction action,
+                                               const void* on) noexcept {
+  TraceBuffer* t = w->trace;
+  switch (action) {
+    case PostAction::kNone:
+      break;
+    case PostAction::kRequeue:
+      t->record(TraceKind::kYield, from->id, 0);
+      break;
+    case PostAction::kPark:
+      if (from->wait_kind == WaitKind::kIo) {
+        t->record(TraceKind::kIoWait, from->id, from->wait_detail);
+      } else {
+        // The reason's number: a WaitReason, then 10 for a join and 11 for
+        // spawn_blocking (sched/runtime.cpp, trace_reason_name).
+        std::uint64_t why = from->wait_kind == WaitKind::kJoin       ? 10
+                            : from->wait_kind == WaitKind::kBlocking ? 11
+                            : on ? static_cast<std::uint64_t>(static_cast<const Waiter*>(on)->what)
+                                 : 0;
+        t->record(TraceKind::kPark, from->id, why);
+      }
+      break;
+    case PostAction::kHandoff:
+      t->record(TraceKind::kExit, from->id, 0);
+      t->record(TraceKind::kUnpark, to->id, 0);  // the exit readied its joiner
+      break;
+    case PostAction::kExit:
+      t->record(TraceKind::kExit, from->id, 0);
+      break;
+  }
+  if (to != &w->main) t->record(TraceKind::kRun, to->id, 0);
+}
+
 // The resumed side of every switch: record where the switcher stopped, then
 // carry out what it asked for. Returns the worker we now run on.
 Worker* finish_switch(arch::Transfer t);
@@ -94,8 +134,8 @@ void finish_exit(Worker* w, Fiber* f);
 // Owner: w's thread, running `from`. `to` has been claimed (popped from a run
 // queue, or handed off by its waker) and is not running anywhere.
 inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
-                         CommitFn commit = nullptr, void* arg = nullptr) {
-  SwitchRecord rec{from, to, w, action, commit, arg};
+                         CommitFn commit = nullptr, void* arg = nullptr, const void* on = nullptr) {
+  SwitchRecord rec{from, to, w, action, commit, arg, on};
   // Each state word is read once here (only their owner, us, writes them).
   const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
   const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
@@ -107,6 +147,8 @@ inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
   if ((fs | ts) & state_word::kFpEnv) [[unlikely]]
     swap_fp_env(w, from, to);
 #endif
+  if (w->trace) [[unlikely]]
+    trace_switch(w, from, to, action, on);
   w->current = to;
   to->state.store(state_word::with(ts, FiberState::kRunning, w), std::memory_order_relaxed);
   w->fibers_run.bump();
@@ -131,6 +173,12 @@ Worker* finish_switch(arch::Transfer t) {
       w->push_yielded(prev);
       break;
     case PostAction::kPark:
+      // release: an inspector that reads Waiting with acquire (sched/inspect.cpp)
+      // sees the context saved above and the stack under it. A plain store on
+      // x86-64. Before the commit: a waker finds the fiber only through it.
+      prev->state.store(state_word::with(prev->state.load(std::memory_order_relaxed),
+                                         FiberState::kWaiting, rec->on),
+                        std::memory_order_release);
       if (!rec->commit(rec->arg, prev)) wake(w, prev);  // the event already happened
       break;
     case PostAction::kExit:
@@ -163,17 +211,39 @@ void finish_exit(Worker* w, Fiber* f) {
   }
 }
 
-// Claims a parked fiber: Waiting -> Ready, or Running for a direct hand-off.
-inline bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
+// A dump holds this parked fiber (the H bit, fiber/tcb.hpp) while it walks
+// its stack: wait until it lets go. Returns the word without the hold.
+[[gnu::noinline, gnu::cold]] std::uint64_t await_unheld(Fiber* f) noexcept {
+  std::uint64_t s;
+  // acquire: pairs with the inspector's release of the hold, so that its
+  // reads of the stack happen before the fiber runs again.
+  while ((s = f->state.load(std::memory_order_acquire)) & state_word::kHeld) _mm_pause();
+  return s;
+}
+
+}  // namespace
+
+bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
   std::uint64_t s = f->state.load(std::memory_order_relaxed);
   do {
-    if (state_word::state(s) != FiberState::kWaiting) return false;
-    // relaxed: the CAS only decides who wakes it; the fiber's saved context was
-    // published to us by the acquire that found its wait registration.
-  } while (
-      !f->state.compare_exchange_weak(s, state_word::with(s, to, w), std::memory_order_relaxed));
+    // One compare covers both "not Waiting" and "held" on the fast path.
+    if ((s & (state_word::kStateMask | state_word::kHeld)) !=
+        static_cast<std::uint64_t>(FiberState::kWaiting)) [[unlikely]] {
+      if (state_word::state(s) != FiberState::kWaiting) return false;
+      s = await_unheld(f);
+      continue;
+    }
+    // acquire: the CAS decides who wakes it; the fiber's saved context was
+    // published to us by the acquire that found its wait registration. The
+    // acquire here orders an inspector's last reads of the stack (it held the
+    // fiber and wrote this word back) before the fiber runs again; on x86-64
+    // it is the same instruction as relaxed.
+  } while (!f->state.compare_exchange_weak(s, state_word::with(s, to, w), std::memory_order_acquire,
+                                           std::memory_order_relaxed));
   return true;
 }
+
+namespace {
 
 [[noreturn]] void exit_current(Worker* w, Fiber* self) {
   check_small(self, true);
@@ -239,26 +309,39 @@ void yield_current(Worker* w) {
   Fiber* next = w->pop_runnable();
   if (!next) {  // nothing else to run: carry on
     check_small(w->current, true);
+    w->fibers_run.bump();  // it did yield: the watchdog (sched/monitor.hpp) counts this
     return;
   }
   switch_to(w, w->current, next, PostAction::kRequeue);
 }
 
-Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg) {
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg,
+                     std::uintptr_t detail) {
   Fiber* self = w->current;
   if (self->unwinding) throw FiberUnwind{};
   self->wait_kind = kind;
-  self->set_state(FiberState::kWaiting, on);
+  self->wait_detail = detail;
+  self->wait_since = w->rt->coarse_now();
   Fiber* next = w->pop_runnable();
-  w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg);
+  w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg, on);
   self->wait_kind = WaitKind::kNone;
   if (self->unwinding) throw FiberUnwind{};
   return w;
 }
 
+[[gnu::noinline, gnu::cold]] void trace_unpark(Worker* w, Fiber* f) noexcept {
+  if (w) {
+    w->trace->record(TraceKind::kUnpark, f->id, 0);
+  } else if (Tracer* t = f->rt->tracer()) {
+    t->record_foreign(TraceKind::kUnpark, f->id, 0);
+  }
+}
+
 bool wake(Worker* w, Fiber* f) noexcept {
   bool local = w && w->rt == f->rt;
   if (!claim(f, FiberState::kReady, local ? w : nullptr)) return false;
+  if (local ? w->trace != nullptr : f->rt->tracer() != nullptr) [[unlikely]]
+    trace_unpark(local ? w : nullptr, f);
   if (local) {
     if (w->firing_timers) [[unlikely]] {
       w->push_yielded(f);  // timers wake in deadline order: keep it (FIFO)

@@ -61,6 +61,7 @@ void sleep_until_ns(std::int64_t deadline) {
     return;
   }
   Waiter waiter;  // registered nowhere: only the deadline or a stop ends it
+  waiter.what = WaitReason::kSleep;
   if (park_on(waiter, deadline, nullptr, nullptr) == WakeReason::kCancelled) throw_cancelled();
 }
 

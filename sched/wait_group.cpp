@@ -28,7 +28,7 @@ bool WaitGroup::wait_until_ns(std::int64_t deadline) {
     detail::wait_list_unlock(waiters_);
     return true;
   }
-  detail::WaitNode node;
+  detail::WaitNode node(detail::WaitReason::kWaitGroup, this);
   detail::WakeReason why = detail::wait_list_wait(waiters_, node, deadline);
   if (why == detail::WakeReason::kCancelled) detail::throw_cancelled();
   return why == detail::WakeReason::kNotified;

@@ -10,6 +10,7 @@
 #include "fiber/overflow.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
+#include "sched/trace.hpp"
 
 namespace chronos::detail {
 namespace {
@@ -230,6 +231,8 @@ Fiber* Worker::steal_other() noexcept {
     }
     steals.bump();
     stolen.bump(got);
+    if (trace) [[unlikely]]
+      trace->record(TraceKind::kSteal, batch[got - 1]->id, got);
     for (std::size_t k = 0; k + 1 < got; ++k) {
       batch[k]->set_state(FiberState::kReady, this);
       PriorityClass c = class_of(batch[k]);
@@ -239,6 +242,16 @@ Fiber* Worker::steal_other() noexcept {
     return batch[got - 1];
   }
   return nullptr;
+}
+
+std::size_t Worker::queued() const noexcept {
+  std::size_t n = 0;
+  for (const ChaseLevDeque& d : deques_) n += d.size();
+  return n;
+}
+
+void Worker::trace_timers(std::size_t n) noexcept {
+  trace->record(TraceKind::kTimerFire, 0, n);
 }
 
 Fiber* Worker::acquire_fiber(bool small) {

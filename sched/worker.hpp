@@ -44,6 +44,21 @@
 namespace chronos::detail {
 
 class RuntimeImpl;
+class TraceBuffer;
+
+// The watchdog's request for the running fiber's backtrace (sched/monitor.hpp):
+// the monitor sets kRequested and signals the worker's thread; the handler,
+// on that thread, takes it (kBusy), fills it in and sets kDone.
+struct WatchdogProbe {
+  static constexpr std::uint32_t kIdle = 0, kRequested = 1, kBusy = 2, kDone = 3;
+  static constexpr std::size_t kMaxFrames = 48;
+  std::atomic<std::uint32_t> state{kIdle};
+  FiberId id = 0;  // 0: the worker was in its scheduler loop
+  char name[kNameCapacity] = {};
+  std::uint64_t runs = 0;
+  std::size_t nframes = 0;
+  void* frames[kMaxFrames] = {};
+};
 
 // A single-writer counter that other threads may read.
 struct Counter {
@@ -115,6 +130,7 @@ class alignas(64) Worker {
   // out. Returns how many.
   std::size_t steal_from(Fiber** out, std::size_t max) noexcept;
   bool deques_empty() const noexcept;
+  std::size_t queued() const noexcept;  // in the deques, a snapshot
 
   Fiber main;                // this thread's own context (the scheduler loop)
   Fiber* current = nullptr;  // the fiber running now; &main in the scheduler loop
@@ -122,6 +138,12 @@ class alignas(64) Worker {
   const unsigned index;
 
   Counter fibers_run, spawned, exited, parks, wakeups, steals, stolen, failed_steals;
+  Counter io_waits, timers_fired;
+
+  // The execution trace's buffer for this worker, or null when tracing is
+  // off: every trace point is one load and one predictable branch on it.
+  TraceBuffer* trace = nullptr;
+  WatchdogProbe probe;
 
   // Timers armed by fibers on this worker (sched/timer_wheel.hpp). Polled by
   // this worker every kInjectTick-th round and when it runs dry; idle workers
@@ -139,6 +161,11 @@ class alignas(64) Worker {
     firing_timers = true;
     std::size_t n = try_only ? wheel.try_poll(now) : wheel.poll(now);
     firing_timers = false;
+    if (n) {
+      timers_fired.bump(n);
+      if (trace) [[unlikely]]
+        trace_timers(n);
+    }
     return n;
   }
 
@@ -156,6 +183,7 @@ class alignas(64) Worker {
 
  private:
   Fiber* pop_oldest() noexcept;  // the fairness tick's pick
+  void trace_timers(std::size_t n) noexcept;
   void tick_timers_and_io() noexcept;
   void inject_yielded(Fiber* f) noexcept;
   Fiber* take_injected() noexcept;

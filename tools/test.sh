@@ -5,7 +5,8 @@
 #   CTEST_ARGS (extra ctest arguments) adjust it; .ci/run uses them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/deps.sh cmake make g++ libboost-context-dev libgtest-dev libbenchmark-dev valgrind
+bash tools/deps.sh cmake make g++ libboost-context-dev libgtest-dev libbenchmark-dev valgrind \
+  libunwind-dev python3 gdb
 dir=${BUILD_DIR:-build-test}
 # shellcheck disable=SC2086
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} -DCHRONOS_BUILD_TESTS=ON \

@@ -269,6 +269,8 @@ class Channel : private detail::ChannelCore {
       return false;
     }
     detail::Waiter w;
+    w.what = detail::WaitReason::kChannelSend;
+    w.object = this;
     detail::ChanOp op;
     op.waiter = &w;
     op.value = &v;
@@ -289,6 +291,8 @@ class Channel : private detail::ChannelCore {
       return;
     }
     detail::Waiter w;
+    w.what = detail::WaitReason::kChannelRecv;
+    w.object = this;
     detail::ChanOp op;
     op.waiter = &w;
     op.value = &out;

@@ -5,6 +5,7 @@
 #include <chronos/cancel.hpp>
 #include <chronos/channel.hpp>
 #include <chronos/config.hpp>
+#include <chronos/debug.hpp>
 #include <chronos/fiber.hpp>
 #include <chronos/future.hpp>
 #include <chronos/net.hpp>

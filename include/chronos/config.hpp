@@ -1,11 +1,13 @@
 // chronos/config.hpp: how a Runtime is set up and how a fiber is spawned.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <stop_token>
+#include <string>
 #include <string_view>
 
 namespace chronos {
@@ -16,6 +18,14 @@ using FiberId = std::uint64_t;  // 0 is never a fiber's id
 struct FiberInfo {
   FiberId id;
   std::string_view name;  // empty if the fiber was not given one
+};
+
+// What the runtime does when every fiber is parked and nothing it can see
+// will ever wake one (README, "Seeing inside").
+enum class DeadlockAction {
+  kReport,  // write the report (with a fiber dump) to stderr once, and keep going
+  kAbort,   // write the report, then std::abort()
+  kIgnore,  // do not look for deadlocks
 };
 
 struct Config {
@@ -50,6 +60,40 @@ struct Config {
   // the scheduler, so it must not block, yield or spawn. The default writes
   // the fiber's id, name and the exception to stderr, then std::terminate().
   std::function<void(const FiberInfo&, std::exception_ptr)> on_uncaught = nullptr;
+
+  // ---- seeing inside (README, "Seeing inside") ----
+
+  // On this signal (say SIGQUIT), write a dump of every fiber to stderr and
+  // carry on. 0: none, unless the environment variable CHRONOS_DUMP_SIGNAL
+  // names one (QUIT, SIGUSR1, 10...).
+  int dump_signal = 0;
+
+  // Record an execution trace to this file (Chrome trace-event JSON, for
+  // ui.perfetto.dev or chrome://tracing), written when the runtime shuts
+  // down. Empty: the environment variable CHRONOS_TRACE, if set.
+  std::string trace_path = {};
+
+  // A fiber that runs this long without yielding is reported once per run,
+  // with its id, name and backtrace (cooperative scheduling's main pitfall).
+  // Zero: no watchdog.
+  std::chrono::nanoseconds slow_fiber_threshold = std::chrono::milliseconds(10);
+  // Called with the report instead of writing it to stderr. On the monitor
+  // thread: it may block briefly, but not on the runtime's fibers.
+  std::function<void(std::string_view report)> on_slow_fiber = nullptr;
+
+  // Deadlock detection: every fiber parked on a channel, mutex, condition
+  // variable, semaphore, wait group, future or join, with no timer armed, no
+  // I/O wait and no spawn_blocking job that could wake one, for at least
+  // deadlock_grace. Threads outside the runtime are invisible to chronos: one
+  // that will later wake a fiber (a Promise set from a plain thread, a send
+  // from a thread) makes the report a false alarm, which is why the default
+  // reports rather than aborts. The environment variable CHRONOS_DEADLOCK
+  // (report, abort, ignore) overrides the action.
+  DeadlockAction deadlock_action = DeadlockAction::kReport;
+  std::chrono::nanoseconds deadlock_grace = std::chrono::milliseconds(100);
+  // Called with the report (which starts "all fibers are asleep: deadlock")
+  // instead of writing it to stderr; with kAbort, std::abort() follows.
+  std::function<void(std::string_view report)> on_deadlock = nullptr;
 };
 
 struct SpawnOptions {

@@ -25,19 +25,27 @@ class RuntimeImpl;
 // Counters of one worker, read without stopping it (each is exact on its own,
 // the set is not a snapshot).
 struct WorkerStats {
-  std::uint64_t fibers_run = 0;     // dispatches: a fiber started or resumed
+  std::uint64_t fibers_run = 0;     // dispatches: a fiber started or resumed (or yielded alone)
   std::uint64_t spawned = 0;        // fibers created on this worker by go()
   std::uint64_t steals = 0;         // successful steals from another worker...
   std::uint64_t stolen = 0;         // ...and the fibers they took
   std::uint64_t failed_steals = 0;  // a victim looked non-empty, the steal got nothing
   std::uint64_t parks = 0;          // the worker thread went to sleep
   std::uint64_t wakeups = 0;        // ... and was woken
+  std::uint64_t io_waits = 0;       // fibers parked on a socket or fd by this worker
+  std::uint64_t timers_fired = 0;   // timers this worker fired (on any worker's wheel)
+  // Gauges, a snapshot:
+  std::uint64_t queued = 0;        // fibers in this worker's run queues (deques)
+  std::uint64_t timers_armed = 0;  // timers armed on this worker's wheel
 };
 
 struct RuntimeStats {
   std::vector<WorkerStats> workers;
   std::uint64_t live_fibers = 0;    // spawned and not yet finished
   std::uint64_t stacks_mapped = 0;  // stacks the pool holds, in use or cached
+  std::uint64_t stacks_free = 0;    // ... of which cached for reuse
+  std::uint64_t inject_queued = 0;  // fibers in the shared injection queue
+  std::uint64_t sleeping_workers = 0;
 };
 
 class CHRONOS_API Runtime {

@@ -27,6 +27,11 @@
 namespace chronos::detail {
 
 struct WaitNode {
+  WaitNode() = default;
+  WaitNode(WaitReason what, const void* object) noexcept {
+    waiter.what = what;
+    waiter.object = object;
+  }
   WaitNode* next = nullptr;
   WaitNode* prev = nullptr;
   bool queued = false;

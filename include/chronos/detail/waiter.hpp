@@ -40,6 +40,22 @@ enum class WakeReason : std::uint32_t {
   kCancelled = 3
 };
 
+// What a blocking call waits on, as fiber dumps and traces show it. The
+// deadlock detector treats kSleep as something time will end, and everything
+// else here as needing another fiber (or thread) to act.
+enum class WaitReason : std::uint8_t {
+  kOther,
+  kChannelSend,
+  kChannelRecv,
+  kSelect,
+  kMutex,
+  kCondVar,
+  kSemaphore,
+  kWaitGroup,
+  kFuture,
+  kSleep,
+};
+
 struct Waiter {
   static constexpr std::uint32_t kReasonMask = 3;
   static constexpr std::uint32_t kParked = 4;
@@ -47,6 +63,11 @@ struct Waiter {
   Fiber* fiber = nullptr;  // the parked fiber, or null for a thread
   void* thread = nullptr;  // the parked thread's ThreadWaiter
   std::atomic<std::uint32_t> word{0};
+  // For dumps: what this wait is for, and the object (a channel, a mutex...).
+  // Set by the blocking call before it parks; read only under the inspection
+  // hold (fiber/tcb.hpp), while the waiter cannot run.
+  WaitReason what = WaitReason::kOther;
+  const void* object = nullptr;
 
   // Ends the wait with `why` unless it has ended already. True if this call
   // ended it and the waiter will run again: false if another party won, or

@@ -1,0 +1,223 @@
+// sched/inspect.cpp: fiber snapshots and the dump text (sched/inspect.hpp).
+#include "sched/inspect.hpp"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "sched/backtrace.hpp"
+#include "sched/registry.hpp"
+#include "sched/runtime_impl.hpp"
+#include "sched/timer.hpp"
+
+namespace chronos::detail {
+namespace {
+
+constexpr std::size_t kMaxFrames = 48;
+
+struct Walk {
+  std::vector<FiberSnapshot>* out;
+  bool backtraces;
+  std::int64_t now;
+};
+
+// Sets the hold on a Waiting fiber. Returns the word it held, or 0 if the
+// fiber is not (or no longer) Waiting.
+std::uint64_t hold(Fiber* f) noexcept {
+  std::uint64_t s = f->state.load(std::memory_order_acquire);
+  while (state_word::state(s) == FiberState::kWaiting && !(s & state_word::kHeld)) {
+    // acquire: pairs with the release that published Waiting (saved context,
+    // stack, wait fields), and with a previous inspector's release.
+    if (f->state.compare_exchange_weak(s, s | state_word::kHeld, std::memory_order_acquire,
+                                       std::memory_order_acquire))
+      return s;
+  }
+  return 0;
+}
+
+void let_go(Fiber* f, std::uint64_t held) noexcept {
+  // release: our reads of the stack happen before a waker's acquire CAS
+  // (claim) that follows. Only we change a held word.
+  f->state.store(held, std::memory_order_release);
+}
+
+void read_wait(Fiber* f, FiberSnapshot& s, const Walk& walk) {
+  s.kind = f->wait_kind;
+  if (f->wait_since) s.waiting_ns = walk.now - f->wait_since;
+  void* on = state_word::pointer(f->state.load(std::memory_order_relaxed));
+  switch (s.kind) {
+    case WaitKind::kSync:
+      if (on) {
+        auto* w = static_cast<const Waiter*>(on);
+        s.reason = w->what;
+        s.object = w->object;
+      }
+      break;
+    case WaitKind::kJoin:
+      if (on) s.joins = static_cast<const Fiber*>(on)->id;
+      break;
+    case WaitKind::kIo:
+      s.fd = static_cast<int>(f->wait_detail >> 1);
+      s.io_write = (f->wait_detail & 1) != 0;
+      break;
+    case WaitKind::kNone:
+    case WaitKind::kBlocking:
+      break;
+  }
+}
+
+void visit(Fiber* f, void* arg) {
+  auto& walk = *static_cast<Walk*>(arg);
+  std::uint64_t word = f->state.load(std::memory_order_acquire);
+  FiberState st = state_word::state(word);
+  if (st == FiberState::kDone) return;  // a free slot, or finished
+  FiberSnapshot s;
+  s.tcb = f;
+  std::uint64_t held = st == FiberState::kWaiting ? hold(f) : 0;
+  if (held) {
+    word = held;
+    s.id = f->id;
+    s.name = f->name;
+    read_wait(f, s, walk);
+    if (walk.backtraces) {
+      s.frames.resize(kMaxFrames);
+      s.frames.resize(backtrace_suspended(f->ctx, s.frames.data(), kMaxFrames));
+    }
+    let_go(f, held);
+  } else {
+    if (st == FiberState::kWaiting) word = f->state.load(std::memory_order_acquire);
+    st = state_word::state(word);
+    if (st == FiberState::kDone) return;
+    arch::sanitizer_snapshot_reads_begin();
+    s.id = f->id;
+    char name[kNameCapacity];
+    std::memcpy(name, f->name, sizeof name);
+    arch::sanitizer_snapshot_reads_end();
+    name[kNameCapacity - 1] = '\0';
+    s.name = name;
+    if (auto* w = static_cast<const Worker*>(state_word::pointer(word)))
+      s.worker = static_cast<int>(w->index);
+  }
+  s.state = state_word::state(word);
+  s.priority = state_word::priority(word);
+  s.small_stack = state_word::small(word);
+  walk.out->push_back(std::move(s));
+}
+
+const char* reason_text(WaitReason r) {
+  switch (r) {
+    case WaitReason::kChannelSend:
+      return "channel send";
+    case WaitReason::kChannelRecv:
+      return "channel recv";
+    case WaitReason::kSelect:
+      return "select";
+    case WaitReason::kMutex:
+      return "mutex";
+    case WaitReason::kCondVar:
+      return "condition variable";
+    case WaitReason::kSemaphore:
+      return "semaphore";
+    case WaitReason::kWaitGroup:
+      return "wait group";
+    case WaitReason::kFuture:
+      return "future";
+    case WaitReason::kSleep:
+      return "sleep";
+    case WaitReason::kOther:
+      break;
+  }
+  return "wait";
+}
+
+void appendf(std::string& out, const char* fmt, auto... args) {
+  char buf[512];
+  int n = std::snprintf(buf, sizeof buf, fmt, args...);
+  if (n > 0) out.append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1));
+}
+
+}  // namespace
+
+std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces) {
+  std::vector<FiberSnapshot> out;
+  Walk walk{&out, backtraces, now_ns()};
+  rt->pool(false).for_each_slot(&visit, &walk);
+  rt->pool(true).for_each_slot(&visit, &walk);
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  return out;
+}
+
+std::string describe_wait(const FiberSnapshot& s) {
+  std::string out;
+  switch (s.kind) {
+    case WaitKind::kSync:
+      out = reason_text(s.reason);
+      if (s.object) appendf(out, " %p", s.object);
+      break;
+    case WaitKind::kJoin:
+      appendf(out, "join fiber %" PRIu64, s.joins);
+      break;
+    case WaitKind::kIo:
+      appendf(out, "fd %d (%s)", s.fd, s.io_write ? "write" : "read");
+      break;
+    case WaitKind::kBlocking:
+      out = "spawn_blocking job";
+      break;
+    case WaitKind::kNone:
+      out = "wait";
+      break;
+  }
+  return out;
+}
+
+bool wait_may_end_by_itself(const FiberSnapshot& s) {
+  switch (s.kind) {
+    case WaitKind::kIo:
+    case WaitKind::kBlocking:
+      return true;
+    case WaitKind::kSync:
+      return s.reason == WaitReason::kSleep;
+    case WaitKind::kJoin:
+    case WaitKind::kNone:
+      return false;
+  }
+  return false;
+}
+
+void write_runtime_dump(RuntimeImpl* rt, std::string& out) {
+  std::vector<FiberSnapshot> fibers = snapshot_fibers(rt, true);
+  appendf(out, "chronos: runtime %p, %u workers, %zu live fibers\n", static_cast<void*>(rt),
+          rt->worker_count(), fibers.size());
+  Symbolizer sym;
+  bool any_frames = false;
+  for (const FiberSnapshot& s : fibers) {
+    appendf(out, "\nfiber %" PRIu64, s.id);
+    if (!s.name.empty()) appendf(out, " \"%s\"", s.name.c_str());
+    out += " [";
+    if (s.state == FiberState::kWaiting) {
+      out += "waiting: " + describe_wait(s);
+      appendf(out, ", %.1f ms", static_cast<double>(s.waiting_ns) / 1e6);
+    } else if (s.state == FiberState::kRunning) {
+      appendf(out, "running on worker %d", s.worker);
+    } else if (s.worker >= 0) {
+      appendf(out, "runnable, queued on worker %d", s.worker);
+    } else {
+      out += "runnable";
+    }
+    appendf(out, "] priority %u%s\n", s.priority, s.small_stack ? ", small stack" : "");
+    for (std::size_t i = 0; i < s.frames.size(); ++i)
+      appendf(out, "    #%-2zu %s\n", i, sym.name(s.frames[i], i > 0).c_str());
+    any_frames |= !s.frames.empty();
+  }
+  if (!any_frames && !backtrace_init())
+    appendf(out, "\n(no backtraces: %s)\n", backtrace_unavailable_why());
+}
+
+void write_dump(std::string& out) {
+  RuntimeList& l = runtime_list();
+  std::lock_guard lock(l.mu);
+  if (!l.head) out += "chronos: no runtime is running\n";
+  for (RuntimeImpl* rt = l.head; rt; rt = rt->next_runtime_) write_runtime_dump(rt, out);
+}
+
+}  // namespace chronos::detail

@@ -1,0 +1,70 @@
+// sched/inspect.hpp: looking at fibers from outside them: snapshots for
+// fiber dumps (chronos::dump_fibers) and for the deadlock detector.
+//
+// Where the fibers are. There is no list of all fibers (a shared list would
+// cost every spawn a lock; scheduler.hpp, "Designs not taken"). The stack
+// pools know every slot, and a slot that holds no fiber reads Done, so a
+// snapshot walks the pools under their locks (StackPool::for_each_slot).
+//
+// What may be read. A Running or Ready fiber belongs to another thread: only
+// its state word is read properly; its id and name are copied as a racy
+// snapshot (arch::sanitizer_snapshot_reads_begin says why that is all right).
+// A Waiting fiber is first held: one CAS sets the H bit of its state word
+// (fiber/tcb.hpp), after which no waker can make it Ready, so its stack, its
+// Waiter and the wait fields of its TCB stay put while they are read and its
+// stack is walked. The hold is let go with a release store; a waker that met
+// it spins until then (claim(), sched/switch.cpp). Waiting is published with
+// release by the resumed side after the context was saved, and read here with
+// acquire, so the saved context and stack are complete when held.
+//
+// Holding costs the walk of one stack (a few microseconds); symbols are looked
+// up afterwards, with the fiber running again.
+#pragma once
+
+#include <chronos/config.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "chronos/detail/waiter.hpp"
+#include "fiber/tcb.hpp"
+
+namespace chronos::detail {
+
+struct FiberSnapshot {
+  const Fiber* tcb = nullptr;
+  FiberId id = 0;
+  std::string name;
+  FiberState state = FiberState::kReady;
+  unsigned priority = 0;
+  bool small_stack = false;
+  int worker = -1;  // Running, or Ready in a worker's queues: its index
+  // Waiting only:
+  WaitKind kind = WaitKind::kNone;
+  WaitReason reason = WaitReason::kOther;  // kSync
+  const void* object = nullptr;            // kSync: the channel, mutex...
+  FiberId joins = 0;                       // kJoin: the fiber it joins
+  int fd = -1;                             // kIo
+  bool io_write = false;                   // kIo
+  std::int64_t waiting_ns = 0;             // how long it has waited (coarse)
+  std::vector<void*> frames;               // its stack, innermost first
+};
+
+// Every live (not Done) fiber of rt. backtraces: walk the Waiting ones' stacks.
+std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces);
+
+// "channel recv 0x...", "fd 7 (read)", "join fiber 12", "sleep"...
+std::string describe_wait(const FiberSnapshot& s);
+
+// True if a fiber in this wait could be woken by a timer, I/O or a thread
+// outside the runtime that chronos can see (a spawn_blocking job), rather
+// than only by another fiber: the deadlock detector's test.
+bool wait_may_end_by_itself(const FiberSnapshot& s);
+
+// Writes a dump of every live runtime's fibers: one block per fiber with its
+// id, name, state, priority, worker, wait and backtrace, Go style.
+void write_dump(std::string& out);
+void write_runtime_dump(RuntimeImpl* rt, std::string& out);
+
+}  // namespace chronos::detail

@@ -1,0 +1,81 @@
+// sched/monitor.hpp: the runtime's monitor thread, chronos's sysmon.
+//
+// One thread per runtime that watches the workers from outside, so that
+// nothing on the scheduler's hot path has to:
+//
+//   the coarse clock   RuntimeImpl::coarse_now, refreshed every tick, stamps
+//                      each park (Fiber::wait_since) for the price of a load.
+//   the watchdog       a worker whose dispatch counter (Worker::fibers_run,
+//                      bumped by every switch anyway) has not moved for
+//                      Config::slow_fiber_threshold while the worker is not
+//                      asleep (parks == wakeups) runs one fiber that long.
+//                      The monitor then asks that worker's thread for a
+//                      backtrace with a signal (SIGURG, as Go preempts), whose
+//                      handler copies the running fiber's id, name and stack
+//                      into the worker's probe. Reported once per dispatch.
+//   deadlocks          when every worker sleeps, no timer is armed and no
+//                      queue holds work, a snapshot (sched/inspect.hpp) says
+//                      whether live fibers remain that only another fiber
+//                      could wake. If that stays so, with no worker waking,
+//                      for Config::deadlock_grace, it is reported once.
+//   dump requests      Config::dump_signal's handler writes to an eventfd
+//                      that the monitor polls; the dump is written here, not
+//                      in the handler, which could not allocate.
+//
+// The tick is half the watchdog threshold (1 to 100 ms) while fibers run, and
+// backs off to 250 ms while every worker sleeps, so an idle runtime costs a
+// few wake-ups a second. With every feature off there is no thread at all.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chronos/config.hpp"
+
+namespace chronos::detail {
+
+class RuntimeImpl;
+
+// Reads CHRONOS_DUMP_SIGNAL, CHRONOS_TRACE and CHRONOS_DEADLOCK into c where
+// the Config leaves them at their defaults. Throws std::invalid_argument for
+// a value it cannot parse.
+void apply_environment(Config& c);
+
+class Monitor {
+ public:
+  explicit Monitor(RuntimeImpl* rt);
+  ~Monitor();
+  Monitor(const Monitor&) = delete;
+  Monitor& operator=(const Monitor&) = delete;
+
+  // Stops and joins the thread. Idempotent.
+  void stop() noexcept;
+
+ private:
+  struct WorkerWatch {
+    std::uint64_t runs = 0;          // fibers_run at the last tick
+    std::int64_t since = 0;          // when it last changed
+    std::uint64_t reported = ~0ull;  // the runs value already reported
+  };
+  void run();
+  void tick(std::int64_t now, bool all_asleep);
+  void watch_workers(std::int64_t now);
+  void report_slow(unsigned worker, std::int64_t ran_ns);
+  void check_deadlock(std::int64_t now);
+  void emit(const std::function<void(std::string_view)>& sink, const std::string& text);
+
+  RuntimeImpl* const rt_;
+  const std::int64_t threshold_ns_;
+  int wake_fd_ = -1;  // eventfd: stop()
+  std::thread thread_;
+  std::vector<WorkerWatch> watch_;
+  // Deadlock detection: the activity count (sum of the workers' dispatches
+  // and wake-ups) when the current suspicion began, and since when.
+  std::uint64_t suspect_activity_ = ~0ull;
+  std::int64_t suspect_since_ = 0;
+  std::uint64_t reported_activity_ = ~0ull;
+};
+
+}  // namespace chronos::detail

@@ -1,0 +1,432 @@
+// Seeing inside: fiber dumps, the deadlock detector, the slow-fiber watchdog,
+// the dump signal and the Prometheus rendering of the stats.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <chronos/chronos.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Each parks in a function of its own, so that the backtrace can be checked.
+[[gnu::noinline]] int park_in_channel_recv(chronos::Channel<int>& ch) {
+  auto v = ch.recv();
+  asm volatile("" ::: "memory");  // keep the frame: no tail call
+  return v.value_or(-1);
+}
+
+[[gnu::noinline]] void park_on_mutex(chronos::Mutex& m) {
+  std::lock_guard lock(m);
+  asm volatile("" ::: "memory");
+}
+
+// Waits (on a plain thread) until the dump shows `n` waiting fibers.
+std::string dump_when_waiting(std::size_t n) {
+  std::string d;
+  for (int i = 0; i < 500; ++i) {
+    d = chronos::dump_fibers();
+    std::size_t waiting = 0;
+    for (std::size_t p = d.find("[waiting: "); p != std::string::npos;
+         p = d.find("[waiting: ", p + 1))
+      ++waiting;
+    if (waiting >= n) return d;
+    std::this_thread::sleep_for(10ms);
+  }
+  ADD_FAILURE() << "the fibers never all parked; last dump:\n" << d;
+  return d;
+}
+
+// The dump's block for the fiber named `name`: its header line and frames.
+std::string block_of(const std::string& dump, const std::string& name) {
+  std::size_t at = dump.find("\"" + name + "\"");
+  if (at == std::string::npos) return {};
+  std::size_t start = dump.rfind("\nfiber ", at);
+  std::size_t end = dump.find("\nfiber ", at);
+  return dump.substr(start + 1, end == std::string::npos ? std::string::npos : end - start - 1);
+}
+
+double waited_ms(const std::string& block) {
+  std::smatch m;
+  std::regex re(", ([0-9.]+) ms\\]");
+  return std::regex_search(block, m, re) ? std::stod(m[1]) : -1.0;
+}
+
+chronos::Config quiet(unsigned workers) {
+  chronos::Config c;
+  c.workers = workers;
+  c.deadlock_action = chronos::DeadlockAction::kIgnore;  // these tests park on purpose
+  return c;
+}
+
+}  // namespace
+
+TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
+  chronos::Runtime rt(quiet(2));
+  chronos::Channel<int> ch;
+  chronos::Mutex m;
+  m.lock();  // held by this thread: the fiber below parks on it
+  chronos::Promise<int> promise;
+  chronos::Future<int> future = promise.get_future();
+  std::stop_source stop_sleep;
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+
+  auto recv = rt.spawn(chronos::SpawnOptions{.priority = 12, .name = "chan-recv"},
+                       [&] { return park_in_channel_recv(ch); });
+  auto mutex = rt.spawn(chronos::SpawnOptions{.small_stack = true, .name = "mutex-wait"},
+                        [&] { park_on_mutex(m); });
+  auto sleeper =
+      rt.spawn(chronos::SpawnOptions{.name = "sleeper", .stop_token = stop_sleep.get_token()}, [] {
+        try {
+          chronos::sleep_for(1h);
+        } catch (const chronos::Cancelled&) {
+        }
+      });
+  const chronos::FiberId sleeper_id = sleeper.id();
+  auto joiner = rt.spawn(chronos::SpawnOptions{.name = "joiner"},
+                         [h = std::move(sleeper)]() mutable { h.join(); });
+  auto fut = rt.spawn(chronos::SpawnOptions{.name = "future-wait"}, [&] { return future.get(); });
+  auto io = rt.spawn(chronos::SpawnOptions{.name = "io-read"},
+                     [fd = sv[0]] { chronos::wait_readable(fd); });
+
+  std::string d = dump_when_waiting(6);
+  std::this_thread::sleep_for(300ms);
+  d = chronos::dump_fibers();
+  SCOPED_TRACE(d);
+
+  EXPECT_NE(d.find("chronos: runtime "), std::string::npos);
+  EXPECT_NE(d.find("2 workers"), std::string::npos);
+
+  std::string b = block_of(d, "chan-recv");
+  EXPECT_TRUE(std::regex_search(b, std::regex("^fiber [0-9]+ \"chan-recv\" \\[waiting: channel "
+                                              "recv 0x[0-9a-f]+, [0-9.]+ ms\\] priority 12\n")))
+      << b;
+  EXPECT_GE(waited_ms(b), 290.0) << b;
+  EXPECT_NE(b.find("park_in_channel_recv"), std::string::npos) << "no backtrace through the park";
+  std::ostringstream chan_addr;
+  chan_addr << static_cast<const void*>(&ch);
+  EXPECT_NE(b.find("channel recv " + chan_addr.str()), std::string::npos) << "not this channel";
+
+  b = block_of(d, "mutex-wait");
+  EXPECT_NE(b.find("[waiting: mutex 0x"), std::string::npos) << b;
+  EXPECT_NE(b.find("small stack"), std::string::npos) << b;
+  EXPECT_NE(b.find("park_on_mutex"), std::string::npos) << b;
+
+  b = block_of(d, "sleeper");
+  EXPECT_NE(b.find("[waiting: sleep, "), std::string::npos) << b;
+  b = block_of(d, "joiner");
+  EXPECT_NE(b.find("[waiting: join fiber " + std::to_string(sleeper_id) + ","), std::string::npos)
+      << b;
+  b = block_of(d, "future-wait");
+  EXPECT_NE(b.find("[waiting: future 0x"), std::string::npos) << b;
+  b = block_of(d, "io-read");
+  EXPECT_NE(b.find("[waiting: fd " + std::to_string(sv[0]) + " (read)"), std::string::npos) << b;
+
+  // Everything wakes normally afterwards: the dump's holds were let go.
+  ch.send(7);
+  m.unlock();
+  promise.set_value(9);
+  stop_sleep.request_stop();
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  EXPECT_EQ(recv.join(), 7);
+  mutex.join();
+  joiner.join();
+  EXPECT_EQ(fut.join(), 9);
+  io.join();
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST(FiberDump, ShowsTheRunningFiberAndRunnableOnes) {
+  chronos::Runtime rt(quiet(1));
+  std::string d = rt.block_on([] {
+    // Spawned on this worker, which is busy with us: they stay runnable.
+    auto a = chronos::go(chronos::SpawnOptions{.name = "queued"}, [] {});
+    std::string s = chronos::dump_fibers();
+    a.join();
+    return s;
+  });
+  SCOPED_TRACE(d);
+  EXPECT_NE(d.find("running on worker 0"), std::string::npos);
+  EXPECT_NE(block_of(d, "queued").find("[runnable, queued on worker 0]"), std::string::npos);
+}
+
+TEST(FiberDump, WakersRaceTheDumpWithoutLosingAWakeUp) {
+  // Ping-pong fibers park and wake thousands of times while another thread
+  // dumps in a loop: every hold must be let go, and nothing may be lost.
+  chronos::Runtime rt(quiet(2));
+  chronos::Channel<int> a, b;
+  constexpr int kRounds = 20000;
+  auto ping = rt.spawn([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      a.send(i);
+      EXPECT_EQ(b.recv(), i);
+    }
+  });
+  auto pong = rt.spawn([&] {
+    for (int i = 0; i < kRounds; ++i) b.send(*a.recv());
+  });
+  std::atomic<bool> done{false};
+  std::thread dumper([&] {
+    while (!done.load())
+      EXPECT_NE(chronos::dump_fibers().find("chronos: runtime"), std::string::npos);
+  });
+  ping.join();
+  pong.join();
+  done = true;
+  dumper.join();
+}
+
+TEST(FiberDump, SaysWhenNoRuntimeRuns) {
+  EXPECT_EQ(chronos::dump_fibers(), "chronos: no runtime is running\n");
+}
+
+namespace {
+
+struct Reports {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> texts;
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view r) {
+      std::lock_guard lock(mu);
+      texts.emplace_back(r);
+      cv.notify_all();
+    };
+  }
+  bool wait_for_one(std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [&] { return !texts.empty(); });
+  }
+  std::size_t count() {
+    std::lock_guard lock(mu);
+    return texts.size();
+  }
+};
+
+}  // namespace
+
+TEST(Deadlock, TwoFibersWaitingOnEachOtherAreReportedOnce) {
+  Reports reports;
+  chronos::Config c;
+  c.workers = 2;
+  c.deadlock_grace = 50ms;
+  c.on_deadlock = reports.sink();
+  auto rt = std::make_unique<chronos::Runtime>(c);
+  chronos::Channel<int> to_a, to_b;
+  auto a = rt->spawn(chronos::SpawnOptions{.name = "waits-for-b"}, [&] {
+    int v = *to_a.recv();  // b never sends: it waits for us first
+    to_b.send(v);
+  });
+  auto b = rt->spawn(chronos::SpawnOptions{.name = "waits-for-a"}, [&] {
+    int v = *to_b.recv();
+    to_a.send(v);
+  });
+  ASSERT_TRUE(reports.wait_for_one(10s)) << "no deadlock report";
+  std::this_thread::sleep_for(300ms);  // more ticks: still one report
+  EXPECT_EQ(reports.count(), 1u);
+  std::string r = reports.texts[0];
+  SCOPED_TRACE(r);
+  EXPECT_EQ(r.rfind("chronos: all fibers are asleep: deadlock!", 0), 0u);
+  EXPECT_NE(block_of(r, "waits-for-b").find("[waiting: channel recv"), std::string::npos);
+  EXPECT_NE(block_of(r, "waits-for-a").find("[waiting: channel recv"), std::string::npos);
+  // Shutdown unwinds the two (README: fibers parked forever); their joins say so.
+  rt->shutdown();
+  EXPECT_THROW(a.join(), std::runtime_error);
+  EXPECT_THROW(b.join(), std::runtime_error);
+}
+
+TEST(Deadlock, NotReportedWhileATimerOrIoCanStillWakeAFiber) {
+  Reports reports;
+  chronos::Config c;
+  c.workers = 2;
+  c.deadlock_grace = 20ms;
+  c.on_deadlock = reports.sink();
+  chronos::Runtime rt(c);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  chronos::Channel<int> never;
+  auto timed = rt.spawn([&] { EXPECT_FALSE(never.recv_for(400ms).has_value()); });
+  auto io = rt.spawn([fd = sv[0]] { chronos::wait_readable(fd); });
+  auto sleeper = rt.spawn([] { chronos::sleep_for(400ms); });
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  timed.join();
+  io.join();
+  sleeper.join();
+  // And an idle runtime with no fibers at all is not a deadlock either.
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(reports.count(), 0u) << reports.texts[0];
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+TEST(DeadlockDeathTest, AbortsWithTheReportWhenAsked) {
+  EXPECT_DEATH(
+      {
+        chronos::Config c;
+        c.workers = 1;
+        c.deadlock_action = chronos::DeadlockAction::kAbort;
+        c.deadlock_grace = 20ms;
+        chronos::Runtime rt(c);
+        chronos::Mutex m;
+        rt.block_on([&] {
+          m.lock();
+          m.lock();  // a fiber locking a mutex it holds: nobody can unlock it
+        });
+      },
+      "all fibers are asleep: deadlock!(.|\n)*\\[waiting: mutex");
+}
+
+namespace {
+[[gnu::noinline]] void spin_without_yielding(std::chrono::milliseconds how_long) {
+  auto end = std::chrono::steady_clock::now() + how_long;
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+}  // namespace
+
+TEST(Watchdog, ReportsAFiberThatDoesNotYieldOnceWithItsBacktrace) {
+  Reports reports;
+  chronos::Config c;
+  c.workers = 1;
+  c.slow_fiber_threshold = 20ms;
+  c.deadlock_action = chronos::DeadlockAction::kIgnore;
+  c.on_slow_fiber = reports.sink();
+  chronos::Runtime rt(c);
+  auto h =
+      rt.spawn(chronos::SpawnOptions{.name = "busy-loop"}, [] { spin_without_yielding(300ms); });
+  const chronos::FiberId id = h.id();
+  h.join();
+  ASSERT_EQ(reports.count(), 1u);
+  std::string r = reports.texts[0];
+  SCOPED_TRACE(r);
+  EXPECT_TRUE(std::regex_search(
+      r, std::regex("^chronos: slow fiber: fiber " + std::to_string(id) +
+                    " \"busy-loop\" has run for [0-9.]+ ms on worker 0 without yielding")));
+  EXPECT_NE(r.find("spin_without_yielding"), std::string::npos) << "no backtrace of the loop";
+}
+
+TEST(Watchdog, QuietForFibersThatYield) {
+  Reports reports;
+  chronos::Config c;
+  c.workers = 1;
+  c.slow_fiber_threshold = 20ms;
+  c.on_slow_fiber = reports.sink();
+  chronos::Runtime rt(c);
+  rt.block_on([] {
+    auto end = std::chrono::steady_clock::now() + 300ms;
+    while (std::chrono::steady_clock::now() < end) {
+      spin_without_yielding(1ms);
+      chronos::yield();
+    }
+  });
+  EXPECT_EQ(reports.count(), 0u) << reports.texts[0];
+}
+
+TEST(DumpSignal, WritesTheDumpToStderrAndCarriesOn) {
+  chronos::Config c = quiet(1);
+  c.dump_signal = SIGUSR2;
+  chronos::Runtime rt(c);
+  chronos::Channel<int> ch;
+  auto h = rt.spawn(chronos::SpawnOptions{.name = "dumped-on-signal"}, [&] { return *ch.recv(); });
+  dump_when_waiting(1);
+  testing::internal::CaptureStderr();
+  ASSERT_EQ(::kill(::getpid(), SIGUSR2), 0);
+  std::this_thread::sleep_for(500ms);  // the monitor writes it within a tick
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("chronos: fiber dump on signal"), std::string::npos) << err;
+  EXPECT_NE(block_of(err, "dumped-on-signal").find("[waiting: channel recv"), std::string::npos)
+      << err;
+  ch.send(5);
+  EXPECT_EQ(h.join(), 5);
+}
+
+TEST(DebugConfig, EnvironmentIsParsedAndBadValuesAreClearErrors) {
+  ::setenv("CHRONOS_DUMP_SIGNAL", "NOT-A-SIGNAL", 1);
+  try {
+    chronos::Runtime rt(quiet(1));
+    ADD_FAILURE() << "no error for a bad CHRONOS_DUMP_SIGNAL";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("CHRONOS_DUMP_SIGNAL=NOT-A-SIGNAL"), std::string::npos)
+        << e.what();
+  }
+  ::unsetenv("CHRONOS_DUMP_SIGNAL");
+  ::setenv("CHRONOS_DEADLOCK", "sometimes", 1);
+  EXPECT_THROW(chronos::Runtime rt(quiet(1)), std::invalid_argument);
+  ::unsetenv("CHRONOS_DEADLOCK");
+  chronos::Config c = quiet(1);
+  c.dump_signal = SIGSEGV;
+  EXPECT_THROW(chronos::Runtime rt(c), std::invalid_argument);
+}
+
+TEST(Metrics, StatsCountTimersIoAndQueuesAndRenderAsPrometheusText) {
+  chronos::Runtime rt(quiet(2));
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  rt.block_on([&] {
+    for (int i = 0; i < 3; ++i) chronos::sleep_for(2ms);
+    auto reader = chronos::go([fd = sv[0]] { chronos::wait_readable(fd); });
+    chronos::sleep_for(20ms);
+    EXPECT_EQ(::write(sv[1], "x", 1), 1);
+    reader.join();
+  });
+  chronos::RuntimeStats s = rt.stats();
+  std::uint64_t fired = 0, io = 0, run = 0;
+  for (auto& w : s.workers) {
+    fired += w.timers_fired;
+    io += w.io_waits;
+    run += w.fibers_run;
+    EXPECT_EQ(w.timers_armed, 0u);
+    EXPECT_EQ(w.queued, 0u);
+  }
+  EXPECT_GE(fired, 4u);
+  EXPECT_EQ(io, 1u);
+  EXPECT_EQ(s.inject_queued, 0u);
+
+  std::string text = chronos::to_prometheus(s);
+  SCOPED_TRACE(text);
+  // Every line is a comment or `name{labels} value`, and every family is typed.
+  std::istringstream in(text);
+  std::string line;
+  std::regex sample(R"(^([a-z_]+)(\{worker="[0-9]+"\})? ([0-9]+)$)");
+  std::regex typed(R"(^# TYPE ([a-z_]+) (counter|gauge)$)");
+  std::set<std::string> families;
+  std::size_t samples = 0;
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, typed)) {
+      families.insert(m[1]);
+    } else if (line.rfind("# HELP ", 0) == 0) {
+    } else {
+      ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
+      EXPECT_TRUE(families.count(m[1])) << "untyped sample " << line;
+      ++samples;
+    }
+  }
+  EXPECT_GE(families.size(), 15u);
+  EXPECT_EQ(samples, 11 * s.workers.size() + 5);
+  EXPECT_NE(text.find("chronos_io_waits_total{worker=\"0\"} " +
+                      std::to_string(s.workers[0].io_waits) + "\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("chronos_fibers_run_total{worker=\"1\"} " +
+                      std::to_string(s.workers[1].fibers_run) + "\n"),
+            std::string::npos);
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
