@@ -232,9 +232,10 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
     while (!iw.committed.load(std::memory_order_acquire)) backoff(n);
   };
   w->io_waits.bump();
+  w->current->wait_detail =
+      (static_cast<std::uintptr_t>(d->fileno()) << 1) | (dir == kRead ? 0 : 1);
   try {
-    park_current(w, WaitKind::kIo, d, &commit_wait, &iw,
-                 (static_cast<std::uintptr_t>(d->fileno()) << 1) | (dir == kRead ? 0 : 1));
+    park_current(w, WaitKind::kIo, d, &commit_wait, &iw);
   } catch (const FiberUnwind&) {
     await_commit();
     // Runtime shutdown: withdraw, so that no waker ever touches this frame.

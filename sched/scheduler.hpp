@@ -115,10 +115,9 @@ void yield_current(Worker* w);
 
 // Parks the running fiber (see "Parking and waking"). Returns the worker the
 // fiber resumed on. Throws FiberUnwind if resumed to be unwound.
-// kind and on say what it waits on (fiber/tcb.hpp, WaitKind); detail goes to
-// Fiber::wait_detail.
-Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg,
-                     std::uintptr_t detail = 0);
+// kind and on say what it waits on (fiber/tcb.hpp, WaitKind); a kIo waiter
+// sets Fiber::wait_detail itself first.
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg);
 
 // Claims a parked fiber: Waiting -> Ready, or Running for a direct hand-off
 // (w: the worker it will be ready on or run on, or null). False if it is not

@@ -28,7 +28,9 @@ struct SwitchRecord {
   PostAction action;
   CommitFn commit;  // kPark only
   void* arg;
-  const void* on;  // kPark only: what the fiber waits on (its state word's pointer)
+  // kPark only: the switcher's state word once parked (Waiting, pointing at
+  // what it waits on), made here where its old word is at hand.
+  std::uint64_t parked;
 };
 
 // A small stack has no guard page of its own (fiber/stack_pool.hpp). Its
@@ -135,10 +137,17 @@ void finish_exit(Worker* w, Fiber* f);
 // queue, or handed off by its waker) and is not running anywhere.
 inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
                          CommitFn commit = nullptr, void* arg = nullptr, const void* on = nullptr) {
-  SwitchRecord rec{from, to, w, action, commit, arg, on};
   // Each state word is read once here (only their owner, us, writes them).
   const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
   const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
+  SwitchRecord rec{
+      from,
+      to,
+      w,
+      action,
+      commit,
+      arg,
+      action == PostAction::kPark ? state_word::with(fs, FiberState::kWaiting, on) : 0};
   if ((fs | ts) & state_word::kSmall) [[unlikely]] {
     check_small(from, true);
     check_small(to, false);
@@ -176,9 +185,7 @@ Worker* finish_switch(arch::Transfer t) {
       // release: an inspector that reads Waiting with acquire (sched/inspect.cpp)
       // sees the context saved above and the stack under it. A plain store on
       // x86-64. Before the commit: a waker finds the fiber only through it.
-      prev->state.store(state_word::with(prev->state.load(std::memory_order_relaxed),
-                                         FiberState::kWaiting, rec->on),
-                        std::memory_order_release);
+      prev->state.store(rec->parked, std::memory_order_release);
       if (!rec->commit(rec->arg, prev)) wake(w, prev);  // the event already happened
       break;
     case PostAction::kExit:
@@ -315,12 +322,10 @@ void yield_current(Worker* w) {
   switch_to(w, w->current, next, PostAction::kRequeue);
 }
 
-Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg,
-                     std::uintptr_t detail) {
+Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg) {
   Fiber* self = w->current;
   if (self->unwinding) throw FiberUnwind{};
   self->wait_kind = kind;
-  self->wait_detail = detail;
   self->wait_since = w->rt->coarse_now();
   Fiber* next = w->pop_runnable();
   w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg, on);

@@ -143,7 +143,6 @@ class alignas(64) Worker {
   // The execution trace's buffer for this worker, or null when tracing is
   // off: every trace point is one load and one predictable branch on it.
   TraceBuffer* trace = nullptr;
-  WatchdogProbe probe;
 
   // Timers armed by fibers on this worker (sched/timer_wheel.hpp). Polled by
   // this worker every kInjectTick-th round and when it runs dry; idle workers
@@ -174,6 +173,10 @@ class alignas(64) Worker {
   // (sched/switch.cpp, swap_fp_env). Owner only.
   arch::FpEnv ambient_fp;
 #endif
+
+  // The slow-fiber watchdog's probe (sched/monitor.hpp). Cold: kept apart
+  // from the fields above, which every switch touches.
+  alignas(64) WatchdogProbe probe;
 
   static constexpr std::uint32_t kInjectTick = 61;
   static constexpr std::uint32_t kFairTick = 16;
