@@ -12,6 +12,12 @@ extern "C" {
 #else
 [[gnu::used]] const char chronos_debug_switch[] = "asm";
 #endif
+
+// sched/gdb_autoload.S: its .debug_gdb_scripts entry asks gdb to load
+// tools/gdb/chronos.py. A static library contributes that object only if
+// something refers to it: this does, from a file every runtime links.
+extern const char chronos_gdb_autoload;
+[[gnu::used]] const char* const chronos_gdb_autoload_ref = &chronos_gdb_autoload;
 }
 
 namespace chronos::detail {
