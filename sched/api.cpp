@@ -10,14 +10,19 @@
 #include "sched/trace.hpp"
 
 namespace chronos::detail {
+
+void throw_outside_fiber(const char* what) {
+  throw std::logic_error(std::string("chronos: ") + what +
+                         " called outside a fiber; start one with Runtime::block_on() or "
+                         "Runtime::spawn()");
+}
+
 namespace {
 
 Worker* fiber_worker_or_throw(const char* what) {
   Worker* w = current_worker();
   if (!w || w->current == &w->main) [[unlikely]]
-    throw std::logic_error(std::string("chronos: ") + what +
-                           " called outside a fiber; start one with Runtime::block_on() or "
-                           "Runtime::spawn()");
+    throw_outside_fiber(what);
   return w;
 }
 
@@ -161,10 +166,7 @@ std::uint64_t fiber_id(const Fiber* f) noexcept {
 
 namespace chronos {
 
-void yield() {
-  detail::Worker* w = detail::fiber_worker_or_throw("chronos::yield()");
-  detail::yield_current(w);
-}
+// chronos::yield() is in sched/switch.cpp, next to the switch it inlines.
 
 namespace this_fiber {
 FiberId id() noexcept {

@@ -110,8 +110,9 @@ using CommitFn = bool (*)(void* arg, Fiber* self);
 // not swallow it (as with abi::__forced_unwind): catch (...) must rethrow.
 struct FiberUnwind {};
 
-// Yields the running fiber. Owner: the fiber's worker.
-void yield_current(Worker* w);
+// Throws the std::logic_error for `what` (a chronos call that needs a fiber,
+// "chronos::go()") made outside any fiber.
+[[noreturn]] void throw_outside_fiber(const char* what);
 
 // Parks the running fiber (see "Parking and waking"). Returns the worker the
 // fiber resumed on. Throws FiberUnwind if resumed to be unwound.

@@ -34,13 +34,17 @@ struct SwitchRecord {
 };
 
 // A small stack has no guard page of its own (fiber/stack_pool.hpp). Its
-// safety net is checked here, at every switch of a small-stack fiber:
-//   - its own canary, which an overflow from the slot above smashes first
-//     (checked when switching in too, so a parked victim is never resumed);
-//   - the canary of the slot below, which its own overflow smashes first;
-//   - when running on it, the current stack pointer against the stack's bottom
-//     (and in finish_switch, the saved one), which catches a fiber that is
-//     still deep when it switches.
+// safety net is checked at every switch of a small-stack fiber, each check
+// where it is cheapest and still in time:
+//   - switching out (its own overflow runs downward): the canary of the slot
+//     below, which that overflow smashes first, and the saved stack pointer
+//     against the stack's bottom (in finish_switch), which catches a fiber
+//     that is still deep when it switches;
+//   - switching in: its own canary, which an overflow from the slot above
+//     smashes first, so that a victim is never resumed.
+// So every overflow is caught twice over: by the culprit at its next switch
+// out, and by the victim before it runs again. The two checks are inline:
+// one load and compare each.
 [[gnu::noinline, gnu::cold]] void die_smashed_from_above(Fiber* f) {
   char how[200];
   std::snprintf(how, sizeof how,
@@ -50,26 +54,38 @@ struct SwitchRecord {
   die_stack_overflow(f, StackPool::canary_of(f), how);
 }
 
-[[gnu::noinline]] void verify_small_stack(Fiber* f, bool running_on_it) {
-  if (running_on_it) {
-    char* sp = static_cast<char*>(__builtin_frame_address(0));
-    if (sp < f->stack_lo + 256)
-      die_stack_overflow(f, sp, "stack pointer below the small stack, detected at a switch");
-  }
-  if (!StackPool::canary_intact(f)) die_smashed_from_above(f);
+[[gnu::noinline, gnu::cold]] void die_ran_into_below(Fiber* f, Fiber* below) {
+  die_stack_overflow(f, StackPool::canary_of(below),
+                     "it ran into the slot below (whose canary is smashed), detected at a switch");
+}
+
+[[gnu::noinline, gnu::cold]] void die_deep_at_switch(Fiber* f, const void* sp) {
+  die_stack_overflow(f, sp, "stack pointer below the small stack, detected at a switch");
+}
+
+// f, a small-stack fiber, is switching out.
+inline void check_small_out(Fiber* f) {
   if (Fiber* below = f->pool->slot_below(f)) {
     // 0: the slot below is trimmed (its pages returned), so not in use.
     std::uint64_t c = StackPool::load_canary(below);
-    if (c != 0 && c != StackPool::canary_value(below)) [[unlikely]]
-      die_stack_overflow(f, StackPool::canary_of(below),
-                         "it ran into the slot below (whose canary is smashed), detected at a "
-                         "switch");
+    if (c != StackPool::canary_value(below) && c != 0) [[unlikely]]
+      die_ran_into_below(f, below);
   }
 }
 
-// running_on_it: we are on f's stack now (f is switching out, or yielding).
-inline void check_small(Fiber* f, bool running_on_it) {
-  if (f->small_stack()) verify_small_stack(f, running_on_it);
+// f, a small-stack fiber, is about to run.
+inline void check_small_in(Fiber* f) {
+  if (!StackPool::canary_intact(f)) [[unlikely]]
+    die_smashed_from_above(f);
+}
+
+// We run on f's stack and stay on it (a yield with nothing else to run).
+inline void check_small_running(Fiber* f) {
+  if (!f->small_stack()) return;
+  char* sp = static_cast<char*>(__builtin_frame_address(0));
+  if (sp < f->stack_lo + 256) [[unlikely]]
+    die_deep_at_switch(f, sp);
+  check_small_out(f);
 }
 
 #if defined(CHRONOS_SWITCH_INLINE)
@@ -127,53 +143,20 @@ inline void check_small(Fiber* f, bool running_on_it) {
   if (to != &w->main) t->record(TraceKind::kRun, to->id, 0);
 }
 
-// The resumed side of every switch: record where the switcher stopped, then
-// carry out what it asked for. Returns the worker we now run on.
-Worker* finish_switch(arch::Transfer t);
-
 void finish_exit(Worker* w, Fiber* f);
 
-// Owner: w's thread, running `from`. `to` has been claimed (popped from a run
-// queue, or handed off by its waker) and is not running anywhere.
-inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to, PostAction action,
-                         CommitFn commit = nullptr, void* arg = nullptr, const void* on = nullptr) {
-  // Each state word is read once here (only their owner, us, writes them).
-  const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
-  const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
-  SwitchRecord rec{
-      from,
-      to,
-      w,
-      action,
-      commit,
-      arg,
-      action == PostAction::kPark ? state_word::with(fs, FiberState::kWaiting, on) : 0};
-  if ((fs | ts) & state_word::kSmall) [[unlikely]] {
-    check_small(from, true);
-    check_small(to, false);
-  }
-#if defined(CHRONOS_SWITCH_INLINE)
-  if ((fs | ts) & state_word::kFpEnv) [[unlikely]]
-    swap_fp_env(w, from, to);
-#endif
-  if (w->trace) [[unlikely]]
-    trace_switch(w, from, to, action, on);
-  w->current = to;
-  to->state.store(state_word::with(ts, FiberState::kRunning, w), std::memory_order_relaxed);
-  w->fibers_run.bump();
-  arch::sanitizer_start_switch(from->san, to->san,
-                               action == PostAction::kExit || action == PostAction::kHandoff);
-  return finish_switch(arch::jump(to->ctx, &rec));
-}
-
-Worker* finish_switch(arch::Transfer t) {
+// The resumed side of every switch: record where the switcher stopped, then
+// carry out what it asked for. Returns the worker we now run on. Inline in
+// every switch_to (rec->action is the switcher's, known only at run time),
+// which saves a call and its register saves on every switch.
+[[gnu::always_inline]] inline Worker* finish_switch(arch::Transfer t) {
   auto* rec = static_cast<SwitchRecord*>(t.data);
   Fiber* prev = rec->from;
   Worker* w = rec->worker;
   arch::sanitizer_finish_switch(rec->to->san, &prev->san);
   prev->ctx = t.ctx;
   if (prev->small_stack() && static_cast<char*>(t.ctx) < prev->stack_lo + 256) [[unlikely]]
-    die_stack_overflow(prev, t.ctx, "stack pointer below the small stack, detected at a switch");
+    die_deep_at_switch(prev, t.ctx);
   switch (rec->action) {
     case PostAction::kNone:
       break;
@@ -196,6 +179,45 @@ Worker* finish_switch(arch::Transfer t) {
       break;
   }
   return w;
+}
+
+// A fresh fiber's first code: the same, out of line.
+[[gnu::noinline]] Worker* finish_first_switch(arch::Transfer t) {
+  return finish_switch(t);
+}
+
+// Owner: w's thread, running `from`. `to` has been claimed (popped from a run
+// queue, or handed off by its waker) and is not running anywhere.
+[[gnu::always_inline]] inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to,
+                                                PostAction action, CommitFn commit = nullptr,
+                                                void* arg = nullptr, const void* on = nullptr) {
+  // Each state word is read once here (only their owner, us, writes them).
+  const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
+  const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
+  SwitchRecord rec{
+      from,
+      to,
+      w,
+      action,
+      commit,
+      arg,
+      action == PostAction::kPark ? state_word::with(fs, FiberState::kWaiting, on) : 0};
+  if ((fs | ts) & state_word::kSmall) [[unlikely]] {
+    if (fs & state_word::kSmall) check_small_out(from);
+    if (ts & state_word::kSmall) check_small_in(to);
+  }
+#if defined(CHRONOS_SWITCH_INLINE)
+  if ((fs | ts) & state_word::kFpEnv) [[unlikely]]
+    swap_fp_env(w, from, to);
+#endif
+  if (w->trace) [[unlikely]]
+    trace_switch(w, from, to, action, on);
+  w->current = to;
+  to->state.store(state_word::with(ts, FiberState::kRunning, w), std::memory_order_relaxed);
+  w->fibers_run.bump();
+  arch::sanitizer_start_switch(from->san, to->san,
+                               action == PostAction::kExit || action == PostAction::kHandoff);
+  return finish_switch(arch::jump(to->ctx, &rec));
 }
 
 // Publishes a finished fiber: DONE, then the joiner's wake-up or the free.
@@ -252,8 +274,8 @@ bool claim(Fiber* f, FiberState to, Worker* w) noexcept {
 
 namespace {
 
+// The switch away from self (switch_to) runs the small-stack checks.
 [[noreturn]] void exit_current(Worker* w, Fiber* self) {
-  check_small(self, true);
   std::uintptr_t j = self->join.load(std::memory_order_acquire);
   if (j & join_word::kDetached) {
     // Nobody will take the result: report an escaped exception here, on the
@@ -286,7 +308,7 @@ namespace {
 }  // namespace
 
 void fiber_main(arch::Transfer t) {
-  Worker* w = finish_switch(t);
+  Worker* w = finish_first_switch(t);
   Fiber* self = w->current;
   if (!self->unwinding) {
     try {
@@ -310,16 +332,6 @@ void fiber_main(arch::Transfer t) {
 
 void run_fiber(Worker* w, Fiber* f) {
   switch_to(w, &w->main, f, PostAction::kNone);
-}
-
-void yield_current(Worker* w) {
-  Fiber* next = w->pop_runnable();
-  if (!next) {  // nothing else to run: carry on
-    check_small(w->current, true);
-    w->fibers_run.bump();  // it did yield: the watchdog (sched/monitor.hpp) counts this
-    return;
-  }
-  switch_to(w, w->current, next, PostAction::kRequeue);
 }
 
 Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg) {
@@ -360,3 +372,22 @@ bool wake(Worker* w, Fiber* f) noexcept {
 }
 
 }  // namespace chronos::detail
+
+namespace chronos {
+
+// Here rather than in sched/api.cpp: one function from the caller to the
+// switch, so a yield pays for one call and one set of register saves.
+void yield() {
+  detail::Worker* w = detail::current_worker();
+  if (!w || w->current == &w->main) [[unlikely]]
+    detail::throw_outside_fiber("chronos::yield()");
+  detail::Fiber* next = w->pop_runnable();
+  if (!next) {  // nothing else to run: carry on
+    detail::check_small_running(w->current);
+    w->fibers_run.bump();  // it did yield: the watchdog (sched/monitor.hpp) counts this
+    return;
+  }
+  detail::switch_to(w, w->current, next, detail::PostAction::kRequeue);
+}
+
+}  // namespace chronos
