@@ -102,6 +102,18 @@ void batch_rounds(std::vector<chronos::JoinHandle<int>>& hs, int batch) {
   hs.clear();
 }
 
+// The runtimes under test run without the monitor thread (sched/monitor.hpp):
+// its slow-fiber and deadlock reports format text and walk stacks, which
+// allocates, and on a loaded machine a fiber of these tests can run past the
+// watchdog's threshold (seen in CI). Reports are rare events, not the steady
+// state measured here.
+chronos::Config quiet(unsigned workers, bool pin = true) {
+  chronos::Config c{.workers = workers, .pin_workers = pin};
+  c.slow_fiber_threshold = {};
+  c.deadlock_action = chronos::DeadlockAction::kIgnore;
+  return c;
+}
+
 void yield_rounds(int n) {
   auto other = chronos::go([n] {
     for (int i = 0; i < n; ++i) chronos::yield();
@@ -111,7 +123,7 @@ void yield_rounds(int n) {
 }
 
 TEST(SteadyState, SpawnJoinYieldAllocateNothing) {
-  chronos::Runtime rt{chronos::Config{.workers = 1}};
+  chronos::Runtime rt{quiet(1)};
   std::uint64_t mapped_before = 0, mapped_after = 0;
   Counts c = rt.block_on([&] {
     std::vector<chronos::JoinHandle<int>> hs;
@@ -138,7 +150,7 @@ TEST(SteadyState, SpawnJoinYieldAllocateNothing) {
 }
 
 TEST(SteadyState, StealingAcrossTwoWorkersAllocatesNothing) {
-  chronos::Runtime rt{chronos::Config{.workers = 2, .pin_workers = false}};
+  chronos::Runtime rt{quiet(2, false)};
   std::vector<chronos::JoinHandle<int>> hs;
   hs.reserve(4000);
   int width = 4000;
@@ -217,7 +229,7 @@ void sync_rounds(int n) {
 // the workers' caches, and the pool's steady state there is the subject of
 // StealingAcrossTwoWorkersAllocatesNothing, not of this test.
 TEST(SteadyState, ChannelsTimersMutexFuturesAllocateNothing) {
-  chronos::Runtime rt{chronos::Config{.workers = 1}};
+  chronos::Runtime rt{quiet(1)};
   chronos::Channel<int> buffered(64);  // its ring is allocated here, once
   Counts c = rt.block_on([&] {
     sync_rounds(5000);  // warm-up: stack caches, the future pool
