@@ -63,8 +63,11 @@ TEST(MN, IdleWorkersStealFromABusyOne) {
 }
 
 TEST(MN, StressNWorkersEveryFiberRunsExactlyOnce) {
-  // 10M fibers on two workers (the machine's cores), 2M on three and four.
-  for (unsigned workers : {2u, 3u, 4u}) {
+  // 10M fibers on two workers, 2M on three and four, and 2M on one worker
+  // per CPU where the machine has more than four.
+  std::vector<unsigned> counts{2u, 3u, 4u};
+  if (const unsigned cpus = std::thread::hardware_concurrency(); cpus > 4) counts.push_back(cpus);
+  for (unsigned workers : counts) {
     const std::size_t n = scaled(workers == 2 ? 10'000'000 : 2'000'000);
     std::vector<std::atomic<std::uint8_t>> runs(n);
     {

@@ -8,7 +8,12 @@
 //    is reported on stderr and exits 1 without a RESULT line.
 //  * result(): the one `RESULT workload=... peer=chronos threads=...` line on
 //    stdout; everything else goes to stderr.
+//  * print_stats(): with CHRONOS_PEER_STATS set in the environment, the
+//    runtime's counters (chronos::to_prometheus) on stderr, for a diagnosis.
 #pragma once
+
+#include <chronos/debug.hpp>
+#include <chronos/runtime.hpp>
 
 #include <cerrno>
 #include <chrono>
@@ -87,6 +92,11 @@ inline void result(const char* workload, long threads, long n, const char* metri
   std::printf("RESULT workload=%s peer=chronos threads=%ld n=%ld %s=%.2f%s\n", workload, threads, n,
               metric, value, extra.c_str());
   std::fflush(stdout);
+}
+
+inline void print_stats(chronos::Runtime& rt) {
+  if (std::getenv("CHRONOS_PEER_STATS") == nullptr) return;
+  std::fputs(chronos::to_prometheus(rt.stats()).c_str(), stderr);
 }
 
 template <class F>

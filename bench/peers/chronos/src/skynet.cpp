@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
     if (warm != want) throw std::runtime_error("warm-up: " + wrong(warm, want));
     const long sum = rt.block_on([&] { return tree(args.n, ns); });
     if (sum != want) throw std::runtime_error(wrong(sum, want));  // guarded(): exit 1
+    peer::print_stats(rt);
     peer::result("skynet", static_cast<long>(rt.workers()), args.n, "ms", ns / 1e6,
                  " sum=" + std::to_string(sum) + " stack=small chan=unbuffered");
   });

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
       round();  // warm-up
       return round();
     });
+    peer::print_stats(rt);
     std::string extra = std::string(" stack=") + (args.small ? "small" : "normal");
     if (args.max_cached > 0) extra += " max_cached=" + std::to_string(args.max_cached);
     peer::result("spawn", static_cast<long>(rt.workers()), args.n, "ns_per_spawn",
