@@ -202,10 +202,23 @@ void RuntimeImpl::notify_work() noexcept {
   wake_sleeper();
 }
 
-Fiber* RuntimeImpl::spin_for_work(Worker* w) {
+bool RuntimeImpl::take_handed_spin() noexcept {
+  // A plain load first: no RMW on the way back from most sleeps.
+  return spin_token_.load(std::memory_order_relaxed) &&
+         spin_token_.exchange(false, std::memory_order_acq_rel);
+}
+
+void RuntimeImpl::stop_spinning(bool found) noexcept {
+  std::uint32_t left = spinning_.fetch_sub(1, std::memory_order_acq_rel) - 1;
+  // The last spinner found work: there may be more, so wake another to look
+  // (Go's resetspinning). A spinner that found none just goes idle.
+  if (found && left == 0) notify_work();
+}
+
+Fiber* RuntimeImpl::spin_for_work(Worker* w, bool handed) {
   if (workers_.size() < 2) return nullptr;  // nobody to steal from
   // Take the slot notify_work() reserved for us, or one of kMaxSpinners.
-  if (!spin_token_.exchange(false, std::memory_order_acq_rel)) {
+  if (!handed && !spin_token_.exchange(false, std::memory_order_acq_rel)) {
     std::uint32_t s = spinning_.load(std::memory_order_relaxed);
     do {
       if (s >= kMaxSpinners) return nullptr;
@@ -218,10 +231,7 @@ Fiber* RuntimeImpl::spin_for_work(Worker* w) {
     if (!f)
       for (int k = 0; k < 16; ++k) _mm_pause();
   }
-  std::uint32_t left = spinning_.fetch_sub(1, std::memory_order_acq_rel) - 1;
-  // The last spinner found work: there may be more, so wake another to look
-  // (Go's resetspinning). A spinner that found none just goes idle.
-  if (f && left == 0) notify_work();
+  stop_spinning(f != nullptr);
   return f;
 }
 

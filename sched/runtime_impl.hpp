@@ -45,7 +45,15 @@ class RuntimeImpl {
   const std::atomic<std::uint32_t>* sleepers_counter() const noexcept { return &sleepers_; }
   // Called by a worker that found nothing to run: spins a bounded while,
   // looking for work (stealing), if fewer than kMaxSpinners already spin.
-  Fiber* spin_for_work(Worker* w);
+  // handed: the caller already holds a spinning slot (take_handed_spin).
+  Fiber* spin_for_work(Worker* w, bool handed = false);
+  // A worker back from idle_wait takes the spinning slot notify_work handed
+  // it, if any: it then counts as spinning until it finds work (stop_spinning
+  // or spin_for_work), as a woken M does in Go.
+  bool take_handed_spin() noexcept;
+  // A spinning worker found work (or gives up its slot): if it was the last
+  // spinner and found work, wake the next sleeper (Go's resetspinning).
+  void stop_spinning(bool found) noexcept;
   // Pins the calling worker thread to its CPU, if Config::pin_workers.
   void pin(unsigned index) noexcept;
 

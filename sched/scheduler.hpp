@@ -75,7 +75,8 @@
 // one: one of the two always sees the other. A worker queueing on its own
 // deque skips the fence (notify_work): a missed wake-up there only delays the
 // fiber until its own worker gets to it. notify_work wakes a sleeper only when
-// nobody spins, and hands it the spinning slot; a spinner that finds work
+// nobody spins, and hands it the spinning slot, which it holds until it finds
+// work anywhere (its queues, a steal, timers, I/O); a spinner that finds work
 // wakes the next. So a burst wakes as many workers as there is work for.
 //
 // Shutdown

@@ -55,17 +55,25 @@ void Worker::run() {
 
   bool woken = false;
   for (;;) {
-    // A worker back from idle_wait starts out spinning: notify_work handed it
-    // the spinning slot, which spin_for_work takes, and a spinner that finds
-    // work wakes the next sleeper (Go's resetspinning). Finding the work with
-    // pop_runnable instead would leave the slot taken, and no notify_work
-    // would wake anybody until some worker ran dry: measured on 16 CPUs,
-    // skynet ran on 5 of 16 workers.
-    Fiber* f = woken ? rt->spin_for_work(this) : nullptr;
+    // A worker back from idle_wait may hold the spinning slot notify_work
+    // handed it. It counts as spinning until it finds work, from wherever
+    // (its queues, a steal, timers or I/O): then, if it was the last spinner,
+    // it wakes the next sleeper (Go's resetspinning), so a burst wakes as
+    // many workers as there is work for. Before this, pop_runnable's steal
+    // found the work and nobody gave the slot up, so no notify_work woke
+    // anyone until some worker ran dry: on 16 CPUs, skynet ran on 5 workers.
+    const bool handed = woken && rt->take_handed_spin();
     woken = false;
-    if (!f) f = pop_runnable();
-    if (!f && rt->run_due_timers_and_io(this)) continue;  // they may have readied fibers here
-    if (!f) f = rt->spin_for_work(this);
+    Fiber* f = pop_runnable();
+    if (!f && rt->run_due_timers_and_io(this)) {  // they may have readied fibers here
+      if (handed) rt->stop_spinning(true);
+      continue;
+    }
+    if (f) {
+      if (handed) rt->stop_spinning(true);
+    } else {
+      f = rt->spin_for_work(this, handed);
+    }
     if (f) {
       run_fiber(this, f);  // returns when a fiber switches back to this loop
       continue;
