@@ -21,7 +21,8 @@
 //
 // Why each order is enough (numbers refer to Lê et al., fig. 1):
 //   push   the slot store is relaxed; the release store of `bottom` publishes
-//          it to a thief that acquires `bottom`.
+//          it to a thief that acquires `bottom`. The fullness check reads an
+//          owner-held lower bound of `top`, loaded with acquire (see push()).
 //   pop    bottom is decremented with a relaxed store, then a seq_cst fence
 //          orders it before the load of `top`: either the thief's CAS sees
 //          the smaller bottom, or we see its larger top. For the last item
@@ -59,11 +60,21 @@ class ChaseLevDeque {
   std::size_t capacity() const noexcept { return mask_ + 1; }
 
   // Owner only. Returns false if the ring is full (nothing changed).
+  //
+  // The fullness check uses the owner's own copy of `top`, refreshed only
+  // when the ring looks full, so a push does not read the cache line that
+  // thieves write (a spawning worker that others steal from would otherwise
+  // miss on it at every spawn). `top` never decreases, so the copy is a lower
+  // bound and can only make the ring look fuller than it is. It was loaded
+  // with acquire, and every change to `top` is a CAS (a release RMW), so that
+  // load synchronised with the CAS of every index below it: each thief that
+  // took a slot below the copy finished reading it before we overwrite it.
   bool push(Fiber* f) noexcept {
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
-    // acquire: a stale (smaller) top only makes us think the ring fuller.
-    std::int64_t t = top_.load(std::memory_order_acquire);
-    if (b - t > static_cast<std::int64_t>(mask_)) return false;
+    if (b - top_seen_ > static_cast<std::int64_t>(mask_)) [[unlikely]] {
+      top_seen_ = top_.load(std::memory_order_acquire);
+      if (b - top_seen_ > static_cast<std::int64_t>(mask_)) return false;
+    }
     slots_[static_cast<std::size_t>(b) & mask_].store(f, std::memory_order_relaxed);
     bottom_.store(b + 1, std::memory_order_release);  // release: publishes the slot to thieves
     return true;
@@ -113,8 +124,10 @@ class ChaseLevDeque {
       for (std::size_t i = 0; i < n; ++i)
         out[i] = slots_[(static_cast<std::size_t>(t) + i) & mask_].load(std::memory_order_relaxed);
       if (top_.compare_exchange_strong(t, t + static_cast<std::int64_t>(n),
-                                       std::memory_order_seq_cst, std::memory_order_relaxed))
+                                       std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        top_seen_ = t + static_cast<std::int64_t>(n);  // (the CAS acquired, as push() needs)
         return n;
+      }
     }
     return 0;  // thieves kept winning: they are emptying it anyway
   }
@@ -161,6 +174,7 @@ class ChaseLevDeque {
  private:
   alignas(64) std::atomic<std::int64_t> top_{0};     // thieves' end
   alignas(64) std::atomic<std::int64_t> bottom_{0};  // owner's end
+  std::int64_t top_seen_ = 0;  // owner only: a lower bound of top_ (see push())
   alignas(64) const std::size_t mask_;
   std::unique_ptr<std::atomic<Fiber*>[]> slots_;
 };

@@ -55,7 +55,10 @@ class Monitor {
 
  private:
   struct WorkerWatch {
-    std::uint64_t runs = 0;          // fibers_run at the last tick
+    // fibers_run at the last tick; none yet at first, so that the first tick
+    // starts the clock (a worker that had not switched yet was once reported
+    // as running one fiber since the clock's epoch)
+    std::uint64_t runs = ~0ull;
     std::int64_t since = 0;          // when it last changed
     std::uint64_t reported = ~0ull;  // the runs value already reported
   };
