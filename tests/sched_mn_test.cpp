@@ -62,6 +62,37 @@ TEST(MN, IdleWorkersStealFromABusyOne) {
   EXPECT_GT(s.workers[1].fibers_run, 0u);
 }
 
+// The wake-up chain: a fan-out from one fiber wakes one sleeping worker, which
+// wakes the next once it has found work, and so on, so that every worker
+// joins in. (A woken worker that kept the spinning slot after finding work by
+// a plain steal stopped the chain: on 16 CPUs, 11 workers slept through
+// skynet.) Each fiber computes for 10 ms without yielding, so one worker
+// cannot finish the fan-out alone before the others could have been woken.
+TEST(MN, AFanOutWakesEveryWorker) {
+  constexpr unsigned kWorkers = 4;
+  Config c{.workers = kWorkers, .pin_workers = false};
+  c.slow_fiber_threshold = {};  // the fibers are slow on purpose
+  Runtime rt{c};
+  // Every worker asleep first, so that each one that joins in was woken.
+  for (int i = 0; i < 5000 && rt.stats().sleeping_workers < kWorkers; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(rt.stats().sleeping_workers, kWorkers);
+  rt.block_on([] {
+    std::vector<JoinHandle<void>> hs;
+    for (int i = 0; i < 64; ++i)
+      hs.push_back(chronos::go([] {
+        const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
+        while (std::chrono::steady_clock::now() < end) {
+        }
+      }));
+    for (auto& h : hs) h.join();
+  });
+  auto s = rt.stats();
+  ASSERT_EQ(s.workers.size(), kWorkers);
+  for (unsigned i = 0; i < kWorkers; ++i)
+    EXPECT_GT(s.workers[i].fibers_run, 0u) << "worker " << i << " slept through the fan-out";
+}
+
 TEST(MN, StressNWorkersEveryFiberRunsExactlyOnce) {
   // 10M fibers on two workers, 2M on three and four, and 2M on one worker
   // per CPU where the machine has more than four.
