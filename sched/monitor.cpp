@@ -158,6 +158,15 @@ void apply_environment(Config& c) {
                                   " is not one of report, abort, ignore");
     }
   }
+  if (const char* v = std::getenv("CHRONOS_SLOW_FIBER_MS"); v && *v) {
+    char* end = nullptr;
+    errno = 0;
+    const double ms = std::strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0' || !(ms >= 0) || ms > 3.6e6)
+      throw std::invalid_argument(std::string("chronos: CHRONOS_SLOW_FIBER_MS=") + v +
+                                  " is not a number of milliseconds from 0 (off) to 3600000");
+    c.slow_fiber_threshold = std::chrono::nanoseconds(static_cast<std::int64_t>(ms * 1e6));
+  }
   if (c.dump_signal < 0 || c.dump_signal >= NSIG)
     throw std::invalid_argument("chronos: Config::dump_signal is not a signal number");
   if (c.dump_signal == kProbeSignal || c.dump_signal == SIGSEGV || c.dump_signal == SIGBUS)

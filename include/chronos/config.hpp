@@ -75,7 +75,8 @@ struct Config {
 
   // A fiber that runs this long without yielding is reported once per run,
   // with its id, name and backtrace (cooperative scheduling's main pitfall).
-  // Zero: no watchdog.
+  // Zero: no watchdog. CHRONOS_SLOW_FIBER_MS=N in the environment overrides
+  // it (0: off).
   std::chrono::nanoseconds slow_fiber_threshold = std::chrono::milliseconds(10);
   // Called with the report instead of writing it to stderr. On the monitor
   // thread: it may block briefly, but not on the runtime's fibers.
