@@ -348,15 +348,21 @@ namespace {
   while (!stop.load(std::memory_order_relaxed)) {
   }
 }
+
+// One worker whose slow-fiber reports go to `reports`; no deadlock reports.
+chronos::Config watchdog_config(Reports& reports, std::chrono::nanoseconds threshold) {
+  chronos::Config c;
+  c.workers = 1;
+  c.slow_fiber_threshold = threshold;
+  c.deadlock_action = chronos::DeadlockAction::kIgnore;
+  c.on_slow_fiber = reports.sink();
+  return c;
+}
 }  // namespace
 
 TEST(Watchdog, ReportsAFiberThatDoesNotYieldOnceWithItsBacktrace) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 1;
-  c.slow_fiber_threshold = 20ms;
-  c.deadlock_action = chronos::DeadlockAction::kIgnore;
-  c.on_slow_fiber = reports.sink();
+  const chronos::Config c = watchdog_config(reports, 20ms);
   chronos::Runtime rt(c);
   std::atomic<bool> stop{false};
   auto h = rt.spawn(chronos::SpawnOptions{.name = "busy-loop"}, [&stop] { spin_until(stop); });
@@ -385,11 +391,7 @@ TEST(Watchdog, ReportsAFiberThatDoesNotYieldOnceWithItsBacktrace) {
 
 TEST(Watchdog, TheEnvironmentTurnsItOff) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 1;
-  c.slow_fiber_threshold = 5ms;
-  c.deadlock_action = chronos::DeadlockAction::kIgnore;
-  c.on_slow_fiber = reports.sink();
+  const chronos::Config c = watchdog_config(reports, 5ms);
   {
     ScopedEnv env("CHRONOS_SLOW_FIBER_MS", "0");
     chronos::Runtime rt(c);
@@ -400,10 +402,7 @@ TEST(Watchdog, TheEnvironmentTurnsItOff) {
 
 TEST(Watchdog, QuietForFibersThatYield) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 1;
-  c.slow_fiber_threshold = 20ms;
-  c.on_slow_fiber = reports.sink();
+  const chronos::Config c = watchdog_config(reports, 20ms);
   chronos::Runtime rt(c);
   rt.block_on([] {
     auto end = std::chrono::steady_clock::now() + 300ms;
