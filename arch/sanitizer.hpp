@@ -60,17 +60,25 @@ struct SanitizerState {
 #endif
 };
 
-// A context with its own stack [bottom, bottom + size).
-inline void sanitizer_init_fiber([[maybe_unused]] SanitizerState& s,
-                                 [[maybe_unused]] const void* bottom,
-                                 [[maybe_unused]] std::size_t size) {
+// A new context; its stack is set by sanitizer_set_stack before it first runs.
+inline void sanitizer_init_fiber([[maybe_unused]] SanitizerState& s) {
 #if CHRONOS_ASAN
   s.fake_stack = nullptr;
-  s.stack_bottom = bottom;
-  s.stack_size = size;
+  s.stack_bottom = nullptr;
+  s.stack_size = 0;
 #endif
 #if CHRONOS_TSAN
   s.tsan_fiber = __tsan_create_fiber(0);
+#endif
+}
+
+// The context runs on [bottom, bottom + size).
+inline void sanitizer_set_stack([[maybe_unused]] SanitizerState& s,
+                                [[maybe_unused]] const void* bottom,
+                                [[maybe_unused]] std::size_t size) {
+#if CHRONOS_ASAN
+  s.stack_bottom = bottom;
+  s.stack_size = size;
 #endif
 }
 

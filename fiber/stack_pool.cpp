@@ -2,6 +2,8 @@
 // The layout and the policy are described in stack_pool.hpp.
 #include "fiber/stack_pool.hpp"
 
+#include "arch/sanitizer.hpp"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -53,39 +55,38 @@ void throw_stack_alloc_error(int err, std::size_t bytes) {
   throw std::system_error(err, std::generic_category(), msg);
 }
 
-StackPool::StackPool(RuntimeImpl* rt, std::size_t stack_size, bool small)
-    : rt_(rt), small_(small), page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
-  // The slot holds the requested stack plus the TCB and tail above it.
+StackPool::StackPool(std::size_t stack_size, bool small)
+    : small_(small), page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
+  // The slot holds the requested stack plus the header and tail above it.
   slot_size_ =
-      round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Fiber) + kTail, page_);
+      round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Stack) + kTail, page_);
 }
 
 StackPool::~StackPool() {
-  // Every fiber has been released by now (RuntimeImpl's shutdown guarantees
-  // it), so the free list holds every normal stack.
+  // Every stack is free by now (RuntimeImpl's shutdown releases every fiber,
+  // and the workers give back their caches), so the free list holds them all.
   while (free_) {
-    Fiber* f = free_;
-    free_ = f->next;
+    Stack* s = free_;
+    free_ = s->next;
     if (small_) {
-      arch::valgrind_stack_deregister(f->valgrind_id);
-      f->~Fiber();
+      arch::valgrind_stack_deregister(s->valgrind_id);
+      s->~Stack();
     } else {
-      unmap_normal(f);
+      unmap_normal(s);
     }
   }
   for (auto [base, len] : slabs_) ::munmap(base, len);
 }
 
-Fiber* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
+Stack* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
   char* top = slot_lo + slot_size_;
-  auto* f = ::new (top - kTail - sizeof(Fiber)) Fiber();
-  f->first_in_slab = first_in_slab;
-  f->rt = rt_;
-  f->pool = this;
-  f->stack_lo = slot_lo;
-  std::atomic_ref<std::uint64_t>(*canary_of(f)).store(canary_value(f), std::memory_order_relaxed);
-  f->valgrind_id = arch::valgrind_stack_register(slot_lo, f);
-  return f;
+  auto* s = ::new (top - kTail - sizeof(Stack)) Stack();
+  s->lo = slot_lo;
+  s->pool = this;
+  s->first_in_slab = first_in_slab;
+  std::atomic_ref<std::uint64_t>(*canary_of(s)).store(canary_value(s), std::memory_order_relaxed);
+  s->valgrind_id = arch::valgrind_stack_register(slot_lo, top);
+  return s;
 }
 
 // len bytes, committed lazily, whose first page is a PROT_NONE guard.
@@ -101,7 +102,7 @@ char* StackPool::map_guarded(std::size_t len) const {
   return static_cast<char*>(p);
 }
 
-void StackPool::map_normal(Fiber** out) {
+void StackPool::map_normal(Stack** out) {
   char* p = map_guarded(page_ + slot_size_);
   *out = prepare(p + page_, false);
   (*out)->pool_index = static_cast<std::uint32_t>(normals_.size());
@@ -109,46 +110,16 @@ void StackPool::map_normal(Fiber** out) {
   mapped_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void StackPool::unmap_normal(Fiber* f) noexcept {
-  Fiber* last = normals_.back();  // swap-remove from the list of all stacks
-  normals_[f->pool_index] = last;
-  last->pool_index = f->pool_index;
+void StackPool::unmap_normal(Stack* s) noexcept {
+  Stack* last = normals_.back();  // swap-remove from the list of all stacks
+  normals_[s->pool_index] = last;
+  last->pool_index = s->pool_index;
   normals_.pop_back();
-  arch::valgrind_stack_deregister(f->valgrind_id);
-  char* base = f->stack_lo - page_;
-  f->~Fiber();
+  arch::valgrind_stack_deregister(s->valgrind_id);
+  char* base = s->lo - page_;
+  s->~Stack();
   ::munmap(base, page_ + slot_size_);
   mapped_.fetch_sub(1, std::memory_order_relaxed);
-}
-
-void StackPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
-  struct Filter {
-    void (*fn)(Fiber*, void*);
-    void* arg;
-  } filter{fn, arg};
-  for_each_slot(
-      [](Fiber* f, void* p) {
-        auto* flt = static_cast<Filter*>(p);
-        if (f->ops) flt->fn(f, flt->arg);  // a free slot has no payload operations
-      },
-      &filter);
-}
-
-void StackPool::for_each_slot(void (*fn)(Fiber*, void*), void* arg) {
-  std::lock_guard lock(mu_);
-  auto visit = [&](Fiber* f) { fn(f, arg); };
-  if (!small_) {
-    for (Fiber* f : normals_) visit(f);
-    return;
-  }
-  for (auto [base, len] : slabs_) {
-    char* end = base + len;
-    if (bump_ >= base && bump_ <= end) end = bump_;  // the newest slab is used up to bump_
-    for (char* slot = base + page_; slot + slot_size_ <= end; slot += slot_size_) {
-      auto* f = reinterpret_cast<Fiber*>(slot + slot_size_ - kTail - sizeof(Fiber));
-      if (f->stack_lo == slot) visit(f);  // a trimmed slot reads as zeros
-    }
-  }
 }
 
 void StackPool::map_slab() {
@@ -160,7 +131,7 @@ void StackPool::map_slab() {
   bump_end_ = p + len;
 }
 
-std::size_t StackPool::take(Fiber** out, std::size_t n) {
+std::size_t StackPool::take(Stack** out, std::size_t n) {
   std::lock_guard lock(mu_);
   std::size_t got = 0;
   while (got < n && free_) {
@@ -191,7 +162,7 @@ std::size_t StackPool::take(Fiber** out, std::size_t n) {
   return got;
 }
 
-void StackPool::give(Fiber* const* in, std::size_t n) noexcept {
+void StackPool::give(Stack* const* in, std::size_t n) noexcept {
   std::lock_guard lock(mu_);
   for (std::size_t i = 0; i < n; ++i) {
     in[i]->next = free_;
@@ -203,15 +174,15 @@ void StackPool::give(Fiber* const* in, std::size_t n) noexcept {
 std::size_t StackPool::trim(std::size_t keep) noexcept {
   if (nfree_.load(std::memory_order_relaxed) <= keep) return 0;
   // Detach the excess under the lock, return its memory outside it.
-  Fiber* excess = nullptr;
+  Stack* excess = nullptr;
   std::size_t n = 0;
   {
     std::lock_guard lock(mu_);
     while (nfree_.load(std::memory_order_relaxed) > keep && free_) {
-      Fiber* f = free_;
-      free_ = f->next;
-      f->next = excess;
-      excess = f;
+      Stack* s = free_;
+      free_ = s->next;
+      s->next = excess;
+      excess = s;
       nfree_.store(nfree_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
       ++n;
     }
@@ -219,17 +190,17 @@ std::size_t StackPool::trim(std::size_t keep) noexcept {
   std::vector<Trimmed> trimmed;
   if (small_) trimmed.reserve(n);
   while (excess) {
-    Fiber* f = excess;
-    excess = f->next;
+    Stack* s = excess;
+    excess = s->next;
     if (!small_) {
       std::lock_guard lock(mu_);  // unmap_normal edits the list of all stacks
-      unmap_normal(f);
+      unmap_normal(s);
       continue;
     }
-    Trimmed t{f->stack_lo, f->first_in_slab};
-    arch::valgrind_stack_deregister(f->valgrind_id);
-    f->~Fiber();
-    ::madvise(t.lo, slot_size_, MADV_DONTNEED);  // the TCB's page too: it reads as zeros now
+    Trimmed t{s->lo, s->first_in_slab};
+    arch::valgrind_stack_deregister(s->valgrind_id);
+    s->~Stack();
+    ::madvise(t.lo, slot_size_, MADV_DONTNEED);  // the header's page too: it reads as zeros now
     trimmed.push_back(t);
   }
   if (!trimmed.empty()) {

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "fiber/stack_pool.hpp"
-
 #if CHRONOS_ASAN
 #include <sanitizer/asan_interface.h>
 #endif
@@ -27,34 +25,64 @@ const char* to_string(FiberState s) noexcept {
 }
 
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
-                arch::EntryFn entry) {
-  // The payload goes right below the TCB, the stack below the payload.
-  auto top = reinterpret_cast<std::uintptr_t>(f);
-  auto payload = (top - ops->size) & ~(std::uintptr_t{ops->align} - 1);
-  ops->construct(reinterpret_cast<void*>(payload), src);  // may throw: nothing changed yet
+                Stack* eager, arch::EntryFn entry) {
+  // Eager: the payload goes right below the stack's header, the stack below
+  // the payload. Lazy: the payload goes in the TCB.
+  void* payload = f->inline_payload;
+  if (eager) {
+    auto top = reinterpret_cast<std::uintptr_t>(eager->top());
+    payload = reinterpret_cast<void*>((top - ops->size) & ~(std::uintptr_t{ops->align} - 1));
+  }
+  ops->construct(payload, src);  // may throw: nothing changed yet
 
   f->ops = ops;
-  f->payload = reinterpret_cast<void*>(payload);
+  f->payload = payload;
   f->id = id;
   f->join.store(0, std::memory_order_relaxed);
-  f->error = nullptr;
   f->wait_kind = WaitKind::kNone;
   f->unwinding = false;
+  f->eager = eager != nullptr;
+  f->start_failed = false;
   f->next = nullptr;
-  std::size_t n = std::min(opts.name.size(), kNameCapacity - 1);
-  if (n) std::memcpy(f->name, opts.name.data(), n);
-  f->name[n] = '\0';
-  f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, f->pool->small(),
+  f->ctx = nullptr;
+  // The name: copied only when there is one, cleared only when a previous
+  // fiber left one, so that an unnamed spawn writes no cold line for it.
+  if (std::size_t n = std::min(opts.name.size(), kNameCapacity - 1); n || f->name[0]) {
+    std::memcpy(f->name, opts.name.data(), n);
+    f->name[n] = '\0';
+  }
+  f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, opts.small_stack,
                                   opts.preserve_fp_env),
                  std::memory_order_relaxed);
   if (opts.stop_token.stop_possible()) f->stop = opts.stop_token;  // (retire_fiber empties it)
-  f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
-  f->fp_x87_cw = 0x037F;
+  if (opts.preserve_fp_env) {
+    f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
+    f->fp_x87_cw = 0x037F;
+  }
+  arch::sanitizer_init_fiber(f->san);
+  if (eager) bind_stack(f, eager, entry);
+}
 
-  char* stack_top = reinterpret_cast<char*>(payload & ~std::uintptr_t{15});
-  f->stack_size = static_cast<std::size_t>(stack_top - f->stack_lo);
-  f->ctx = arch::make(stack_top, f->stack_size, entry);
-  arch::sanitizer_init_fiber(f->san, f->stack_lo, f->stack_size);
+void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept {
+  char* top = f->eager ? reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(f->payload) &
+                                                 ~std::uintptr_t{15})
+                       : s->top();
+  f->stack = s;
+  f->stack_lo = s->lo;
+  f->stack_size = static_cast<std::uint32_t>(top - s->lo);
+  f->ctx = arch::make(top, f->stack_size, entry);
+  arch::sanitizer_set_stack(f->san, s->lo, f->stack_size);
+}
+
+Stack* unbind_stack(Fiber* f) noexcept {
+  Stack* s = f->stack;
+  f->stack = nullptr;
+#if CHRONOS_ASAN
+  // Frames that never returned (the entry's) leave poisoned redzones behind;
+  // the next fiber on this stack must not trip over them.
+  ASAN_UNPOISON_MEMORY_REGION(s->lo, s->size());
+#endif
+  return s;
 }
 
 void destroy_payload(Fiber* f) noexcept {
@@ -65,15 +93,11 @@ void destroy_payload(Fiber* f) noexcept {
   f->error = nullptr;
 }
 
-void retire_fiber(Fiber* f) noexcept {
+Stack* retire_fiber(Fiber* f) noexcept {
   destroy_payload(f);
   arch::sanitizer_destroy_fiber(f->san);
   f->stop = {};
-#if CHRONOS_ASAN
-  // Frames that never returned (the entry's) leave poisoned redzones behind;
-  // the next fiber on this stack must not trip over them.
-  ASAN_UNPOISON_MEMORY_REGION(f->stack_lo, reinterpret_cast<char*>(f) - f->stack_lo);
-#endif
+  return f->eager && f->stack ? unbind_stack(f) : nullptr;
 }
 
 }  // namespace chronos::detail

@@ -1,11 +1,29 @@
 // fiber/tcb.hpp: the task control block, chronos's record of one fiber.
 //
-// Where it lives. A TCB sits at the very top of its fiber's stack mapping,
-// with the fiber's payload (callable and result, chronos/detail/spawn.hpp)
-// right below it and the stack growing down from there. An empty fiber
-// therefore touches one page for its TCB, payload and first frames together,
-// and a spawn allocates nothing: the TCB is reused with its stack from the
-// pool (fiber/stack_pool.hpp).
+// Where it lives. TCBs are carved side by side from chunks (fiber/fiber_pool.hpp),
+// apart from stacks (fiber/stack_pool.hpp). A TCB is 192 bytes: one cache line
+// that every switch, spawn and join touches, two of cold fields, and room for a
+// small payload (the callable and its result, chronos/detail/spawn.hpp).
+//
+// Binding. A fiber and a stack meet in one of two ways:
+//   lazily   a small-stack fiber whose payload fits the TCB (kTcbPayload bytes)
+//            has no stack until it first runs: the switch that starts it
+//            takes one from its worker's cache (sched/switch.cpp, bind_fresh),
+//            and the switch that leaves it for the last time gives it back.
+//            A million spawned fibers that have not run yet cost a million
+//            TCBs and no stack; fibers that run to completion one after
+//            another all run on the same, cache-hot stack. If no stack can be
+//            had when the fiber starts, it fails instead of running: it
+//            starts on its worker's spare stack only to finish with the
+//            std::system_error (ENOMEM) that the mapping threw, which its
+//            JoinHandle rethrows (a detached one reports it as uncaught).
+//   eagerly  every other fiber: a normal stack, or a payload too large for the
+//            TCB. The stack is taken at spawn (so spawn() throws if none can
+//            be mapped), the payload goes right below its header, and the
+//            stack stays with the TCB until the TCB is released, because the
+//            result lives there.
+// The stack fields (stack, stack_lo, stack_size) describe the bound stack;
+// ctx is null exactly while a fiber has never run and has no stack.
 //
 // The state word. One atomic 64-bit word, laid out as
 //
@@ -57,11 +75,11 @@
 #include "arch/sanitizer.hpp"
 #include "chronos/config.hpp"
 #include "chronos/detail/spawn.hpp"
+#include "fiber/stack_pool.hpp"
 
 namespace chronos::detail {
 
 class RuntimeImpl;
-class StackPool;
 
 enum class FiberState : std::uint64_t { kReady = 0, kRunning = 1, kWaiting = 2, kDone = 3 };
 
@@ -118,35 +136,38 @@ enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kIo, kBlocking };
 
 inline constexpr std::size_t kNameCapacity = 32;
 
+// The payload bytes a TCB holds (see "Binding").
+inline constexpr std::size_t kTcbPayload = 32;
+
 struct alignas(64) Fiber {
   // ---- hot: everything a switch, spawn or join touches ----
-  // see "The state word". A slot that holds no fiber reads Done.
+  // see "The state word". A TCB that holds no fiber reads Done.
   std::atomic<std::uint64_t> state{static_cast<std::uint64_t>(FiberState::kDone)};
   std::atomic<std::uintptr_t> join{0};  // see "The join word"
-  arch::Context ctx = nullptr;          // saved context while not running
+  arch::Context ctx = nullptr;          // saved context while not running; null: never ran
   Fiber* next = nullptr;                // intrusive link: run queue or pool free list
-  char* stack_lo = nullptr;             // lowest usable stack byte
+  char* stack_lo = nullptr;             // lowest usable byte of the bound stack
   const PayloadOps* ops = nullptr;      // the payload's type-erased operations
-  void* payload = nullptr;              // callable + result, just below this TCB
+  void* payload = nullptr;              // callable + result: in inline_payload or on the stack
   FiberId id = 0;
 
   // ---- cold ----
   RuntimeImpl* rt = nullptr;
-  StackPool* pool = nullptr;     // where the stack goes back to
-  std::exception_ptr error;      // what escaped the body, until joined or reported
-  std::size_t stack_size = 0;    // usable bytes from stack_lo up to the payload
-  unsigned valgrind_id = 0;      // valgrind stack registration
-  std::uint32_t pool_index = 0;  // normal stacks: place in the pool's list of all stacks
-  WaitKind wait_kind = WaitKind::kNone;
+  Stack* stack = nullptr;          // the bound stack, or null (see "Binding")
+  std::exception_ptr error;        // what escaped the body, until joined or reported
   std::uintptr_t wait_detail = 0;  // see WaitKind
   std::int64_t wait_since = 0;     // when it parked, on the runtime's coarse clock (now_ns)
-  bool unwinding = false;          // resumed only to be unwound (runtime shutdown)
-  bool first_in_slab = false;      // small stacks: a guard page, not a slot, lies below
+  std::stop_token stop;            // blocking calls watch it (chronos/cancel.hpp)
   char name[kNameCapacity] = {};
+  std::uint32_t stack_size = 0;      // usable bytes from stack_lo up to the payload or header
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
-  arch::SanitizerState san;
-  std::stop_token stop;  // blocking calls watch it (chronos/cancel.hpp)
+  WaitKind wait_kind = WaitKind::kNone;
+  bool unwinding = false;     // resumed only to be unwound (runtime shutdown)
+  bool eager = false;         // bound at spawn, payload on the stack (see "Binding")
+  bool start_failed = false;  // no stack could be bound when it first ran: error says why
+  [[no_unique_address]] arch::SanitizerState san;
+  alignas(16) unsigned char inline_payload[kTcbPayload];
 
   FiberState load_state() const noexcept {
     return state_word::state(state.load(std::memory_order_relaxed));
@@ -165,18 +186,36 @@ struct alignas(64) Fiber {
 static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64,
               "the hot part of the TCB must fit one cache line");
 static_assert(alignof(Fiber) == 64);
+#if !CHRONOS_ASAN && !CHRONOS_TSAN
+static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of this file)");
+#endif
+
+// True if a payload of these operations fits the TCB (see "Binding").
+inline bool payload_fits_tcb(const PayloadOps* ops) noexcept {
+  return ops->size <= kTcbPayload && ops->align <= 16;
+}
 
 // Fills in a pooled TCB for a new fiber and constructs its payload (may throw,
-// leaving the TCB untouched for release). Makes the initial context with entry.
+// leaving the TCB and stack untouched for release). `eager`: the stack to bind
+// now, with the payload on it; null to bind lazily, with the payload in the
+// TCB (payload_fits_tcb must hold).
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
-                arch::EntryFn entry);
+                Stack* eager, arch::EntryFn entry);
+
+// Binds stack s to f, which has none, and makes f's first context on it.
+void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept;
+
+// Unbinds f's stack and returns it; f's context on it is dead (f finished,
+// or, for an eager fiber, was released).
+Stack* unbind_stack(Fiber* f) noexcept;
 
 // Destroys whatever the payload still holds (the result, or the callable if
 // the fiber never ran). Safe on the fiber itself, as it finishes.
 void destroy_payload(Fiber* f) noexcept;
 
 // destroy_payload, and forgets the fiber's sanitizer state. From any context
-// but the fiber's own: done when the TCB goes back to the pool.
-void retire_fiber(Fiber* f) noexcept;
+// but the fiber's own: done when the TCB goes back to the pool. Returns the
+// stack of an eager fiber, unbound, for the caller to pool (null otherwise).
+Stack* retire_fiber(Fiber* f) noexcept;
 
 }  // namespace chronos::detail

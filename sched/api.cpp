@@ -84,10 +84,14 @@ Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
   if (opts.priority > 15) [[unlikely]]
     throw std::invalid_argument("chronos: SpawnOptions::priority must be 0-15, got " +
                                 std::to_string(opts.priority));
-  Fiber* f = w->acquire_fiber(opts.small_stack);
+  Fiber* f = w->acquire_fiber();
+  Stack* eager = nullptr;
   try {
-    init_fiber(f, opts, ops, src, w->next_id(), &fiber_main);
+    // Small stacks bind lazily when the payload fits the TCB (fiber/tcb.hpp).
+    if (!opts.small_stack || !payload_fits_tcb(ops)) eager = w->acquire_stack(opts.small_stack);
+    init_fiber(f, opts, ops, src, w->next_id(), eager, &fiber_main);
   } catch (...) {
+    if (eager) w->release_stack(eager);
     w->release_fiber(f);
     throw;
   }

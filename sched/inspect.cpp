@@ -141,8 +141,7 @@ void appendf(std::string& out, const char* fmt, auto... args) {
 std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces) {
   std::vector<FiberSnapshot> out;
   Walk walk{&out, backtraces, now_ns()};
-  rt->pool(false).for_each_slot(&visit, &walk);
-  rt->pool(true).for_each_slot(&visit, &walk);
+  rt->fibers().for_each_slot(&visit, &walk);
   std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.id < b.id; });
   return out;
 }

@@ -84,8 +84,9 @@ std::string describe(const std::exception_ptr& e) {
 
 RuntimeImpl::RuntimeImpl(Config cfg)
     : cfg_(normalize(std::move(cfg))),
-      normal_pool_(this, cfg_.stack_size, false),
-      small_pool_(this, cfg_.small_stack_size, true),
+      fibers_(this),
+      normal_pool_(cfg_.stack_size, false),
+      small_pool_(cfg_.small_stack_size, true),
       inject_(kInjectCapacity),
       cpus_(cpus_available()) {
   install_overflow_handler(&running_fiber);
@@ -126,11 +127,14 @@ Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* o
     throw std::logic_error("chronos: Runtime::spawn() after Runtime::shutdown() has begun");
   }
   Fiber* f = nullptr;
+  Stack* eager = nullptr;
   try {
-    pool(opts.small_stack).take(&f, 1);
-    init_fiber(f, opts, ops, src, take_id_block(1), &fiber_main);
+    fibers_.take(&f, 1);
+    if (!opts.small_stack || !payload_fits_tcb(ops)) pool(opts.small_stack).take(&eager, 1);
+    init_fiber(f, opts, ops, src, take_id_block(1), eager, &fiber_main);
   } catch (...) {
-    if (f) f->pool->give(&f, 1);
+    if (eager) eager->pool->give(&eager, 1);
+    if (f) fibers_.give(&f, 1);
     external_spawned_.fetch_sub(1, std::memory_order_relaxed);
     throw;
   }
@@ -381,8 +385,7 @@ int RuntimeImpl::unwind_parked() {
     if (claim(f, FiberState::kReady, nullptr))  // (waits out a dump's hold)
       static_cast<std::vector<Fiber*>*>(out)->push_back(f);
   };
-  normal_pool_.for_each_fiber(visit, &parked);
-  small_pool_.for_each_fiber(visit, &parked);
+  fibers_.for_each_fiber(visit, &parked);
   inject_batch(parked.data(), parked.size());
   return static_cast<int>(parked.size());
 }
@@ -441,20 +444,21 @@ void RuntimeImpl::report_uncaught(Fiber* f) noexcept {
 }
 
 void RuntimeImpl::release(Fiber* f) noexcept {
-  retire_fiber(f);
+  Stack* s = retire_fiber(f);  // an eager fiber's stack, which held its result
   Worker* w = current_worker();
   if (w && w->rt == this) {
+    if (s) w->release_stack(s);
     w->release_fiber(f);
   } else {
-    f->pool->give(&f, 1);
+    if (s) s->pool->give(&s, 1);
+    fibers_.give(&f, 1);
   }
 }
 
 std::size_t RuntimeImpl::unreleased_fibers() {
   std::size_t n = 0;
   auto visit = [](Fiber*, void* count) { ++*static_cast<std::size_t*>(count); };
-  normal_pool_.for_each_fiber(visit, &n);
-  small_pool_.for_each_fiber(visit, &n);
+  fibers_.for_each_fiber(visit, &n);
   return n;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "chronos/runtime.hpp"
+#include "fiber/fiber_pool.hpp"
 #include "fiber/stack_pool.hpp"
 #include "sched/inject_queue.hpp"
 #include "sched/poller.hpp"
@@ -84,6 +85,7 @@ class RuntimeImpl {
   bool exiting() const noexcept { return exiting_.load(std::memory_order_acquire); }
 
   StackPool& pool(bool small) noexcept { return small ? small_pool_ : normal_pool_; }
+  FiberPool& fibers() noexcept { return fibers_; }
   FiberId take_id_block(FiberId n) noexcept {
     return next_id_.fetch_add(n, std::memory_order_relaxed);
   }
@@ -140,6 +142,7 @@ class RuntimeImpl {
   int unwind_parked();
 
   const Config cfg_;
+  FiberPool fibers_;
   StackPool normal_pool_;
   StackPool small_pool_;
   InjectQueue inject_;

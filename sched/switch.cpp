@@ -50,11 +50,11 @@ struct SwitchRecord {
   std::snprintf(how, sizeof how,
                 "its canary was smashed by an overflow from the small-stack slot above (stack "
                 "[%p, ...)), detected at a switch",
-                static_cast<void*>(reinterpret_cast<char*>(f) + sizeof(Fiber) + StackPool::kTail));
-  die_stack_overflow(f, StackPool::canary_of(f), how);
+                static_cast<void*>(f->stack->top() + sizeof(Stack) + StackPool::kTail));
+  die_stack_overflow(f, StackPool::canary_of(f->stack), how);
 }
 
-[[gnu::noinline, gnu::cold]] void die_ran_into_below(Fiber* f, Fiber* below) {
+[[gnu::noinline, gnu::cold]] void die_ran_into_below(Fiber* f, Stack* below) {
   die_stack_overflow(f, StackPool::canary_of(below),
                      "it ran into the slot below (whose canary is smashed), detected at a switch");
 }
@@ -65,7 +65,7 @@ struct SwitchRecord {
 
 // f, a small-stack fiber, is switching out.
 inline void check_small_out(Fiber* f) {
-  if (Fiber* below = f->pool->slot_below(f)) {
+  if (Stack* below = f->stack->pool->slot_below(f->stack)) {
     // 0: the slot below is trimmed (its pages returned), so not in use.
     std::uint64_t c = StackPool::load_canary(below);
     if (c != StackPool::canary_value(below) && c != 0) [[unlikely]]
@@ -75,7 +75,7 @@ inline void check_small_out(Fiber* f) {
 
 // f, a small-stack fiber, is about to run.
 inline void check_small_in(Fiber* f) {
-  if (!StackPool::canary_intact(f)) [[unlikely]]
+  if (!StackPool::canary_intact(f->stack)) [[unlikely]]
     die_smashed_from_above(f);
 }
 
@@ -172,9 +172,11 @@ void finish_exit(Worker* w, Fiber* f);
       if (!rec->commit(rec->arg, prev)) wake(w, prev);  // the event already happened
       break;
     case PostAction::kExit:
+      if (!prev->eager) w->release_stack(unbind_stack(prev));  // before DONE frees prev
       finish_exit(w, prev);
       break;
     case PostAction::kHandoff:
+      if (!prev->eager) w->release_stack(unbind_stack(prev));
       w->exited.bump();
       break;
   }
@@ -186,11 +188,22 @@ void finish_exit(Worker* w, Fiber* f);
   return finish_switch(t);
 }
 
+// f is about to run for the first time and has no stack (fiber/tcb.hpp,
+// "Binding"): bind one from w's cache. If none can be mapped, bind the spare
+// and let fiber_main fail the fiber with the error instead of running it.
+[[gnu::noinline]] void bind_fresh(Worker* w, Fiber* f) noexcept {
+  Stack* s = w->stack_for_start(f->small_stack(), &f->error);
+  f->start_failed = s == w->spare();
+  bind_stack(f, s, &fiber_main);
+}
+
 // Owner: w's thread, running `from`. `to` has been claimed (popped from a run
 // queue, or handed off by its waker) and is not running anywhere.
 [[gnu::always_inline]] inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to,
                                                 PostAction action, CommitFn commit = nullptr,
                                                 void* arg = nullptr, const void* on = nullptr) {
+  if (!to->ctx) [[unlikely]]
+    bind_fresh(w, to);
   // Each state word is read once here (only their owner, us, writes them).
   const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
   const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
@@ -310,7 +323,10 @@ namespace {
 void fiber_main(arch::Transfer t) {
   Worker* w = finish_first_switch(t);
   Fiber* self = w->current;
-  if (!self->unwinding) {
+  if (self->start_failed) [[unlikely]] {
+    // No stack could be had (bind_fresh): we run on the worker's spare only to
+    // fail with the error the mapping threw, which is in self->error.
+  } else if (!self->unwinding) {
     try {
       self->ops->run(self->payload);
     } catch (const FiberUnwind&) {

@@ -35,9 +35,12 @@ Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
       rng_(0x9E3779B97F4A7C15ull * (idx + 1)) {
   main.rt = runtime;
   current = &main;
+  runtime->pool(false).take(&spare_, 1);
 }
 
-Worker::~Worker() = default;
+Worker::~Worker() {
+  rt->pool(false).give(&spare_, 1);
+}
 
 void Worker::run() {
   char name[16];
@@ -83,10 +86,9 @@ void Worker::run() {
     woken = true;
   }
 
-  for (FiberCache& c : cache_) {
-    if (c.n) rt->pool(&c == &cache_[1]).give(c.slots, c.n);
-    c.n = 0;
-  }
+  fibers_.drain(rt->fibers());
+  stacks_[0].drain(rt->pool(false));
+  stacks_[1].drain(rt->pool(true));
   set_current_worker(nullptr);
 }
 
@@ -272,19 +274,31 @@ void Worker::trace_timers(std::size_t n) noexcept {
   trace->record(TraceKind::kTimerFire, 0, n);
 }
 
-Fiber* Worker::acquire_fiber(bool small) {
-  FiberCache& c = cache_[small ? 1 : 0];
-  if (c.n == 0) c.n = rt->pool(small).take(c.slots, FiberCache::kBatch);
-  return c.slots[--c.n];
+Fiber* Worker::acquire_fiber() {
+  return fibers_.take(rt->fibers());
 }
 
 void Worker::release_fiber(Fiber* f) noexcept {
-  FiberCache& c = cache_[f->pool->small() ? 1 : 0];
-  if (c.n == FiberCache::kCapacity) {
-    f->pool->give(c.slots + (c.n - FiberCache::kBatch), FiberCache::kBatch);
-    c.n -= FiberCache::kBatch;
+  fibers_.give(rt->fibers(), f);
+}
+
+Stack* Worker::acquire_stack(bool small) {
+  return stacks_[small ? 1 : 0].take(rt->pool(small));
+}
+
+void Worker::release_stack(Stack* s) noexcept {
+  if (s == spare_) return;
+  bool small = s->pool->small();
+  stacks_[small ? 1 : 0].give(rt->pool(small), s);
+}
+
+Stack* Worker::stack_for_start(bool small, std::exception_ptr* err) noexcept {
+  try {
+    return acquire_stack(small);
+  } catch (...) {
+    *err = std::current_exception();
   }
-  c.slots[c.n++] = f;
+  return spare_;
 }
 
 FiberId Worker::next_id() noexcept {

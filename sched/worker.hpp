@@ -69,12 +69,32 @@ struct Counter {
   std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
 
-// A worker's private stash of free TCBs for one stack class: spawn and release
-// touch only this, and the shared pool only once per kBatch.
-struct FiberCache {
+// A worker's private stash of free TCBs, or of free stacks of one class:
+// spawn, exit and release touch only this, and the shared pool (FiberPool,
+// StackPool) only once per kBatch.
+template <class T>
+struct Stash {
   static constexpr std::size_t kCapacity = 128;
   static constexpr std::size_t kBatch = 64;
-  Fiber* slots[kCapacity];
+  template <class Pool>
+  T* take(Pool& pool) {
+    if (n == 0) n = pool.take(items, kBatch);
+    return items[--n];
+  }
+  template <class Pool>
+  void give(Pool& pool, T* x) noexcept {
+    if (n == kCapacity) {
+      pool.give(items + (n - kBatch), kBatch);
+      n -= kBatch;
+    }
+    items[n++] = x;
+  }
+  template <class Pool>
+  void drain(Pool& pool) noexcept {
+    if (n) pool.give(items, n);
+    n = 0;
+  }
+  T* items[kCapacity];
   std::size_t n = 0;
 };
 
@@ -121,8 +141,14 @@ class alignas(64) Worker {
   // Only this worker's own queues; no stealing, no injection queue.
   bool has_local_work() const noexcept;
 
-  Fiber* acquire_fiber(bool small);       // a free TCB; may throw (stack mapping failed)
+  Fiber* acquire_fiber();                 // a free TCB; may throw (no memory for a chunk)
   void release_fiber(Fiber* f) noexcept;  // a finished, released fiber back to the cache
+  Stack* acquire_stack(bool small);       // a free stack; may throw (mapping failed)
+  void release_stack(Stack* s) noexcept;  // a stack nobody runs on back to the cache
+  // A stack for a fiber that starts now (sched/switch.cpp, bind_fresh): from
+  // the cache, else the spare, with *err set to what the mapping threw.
+  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept;
+  Stack* spare() const noexcept { return spare_; }
   FiberId next_id() noexcept;
 
   // ---- any thread ----
@@ -214,7 +240,11 @@ class alignas(64) Worker {
   std::uint32_t inject_countdown_ = kInjectTick;  // the fairness ticks, counted down
   std::uint32_t fair_countdown_ = kFairTick;
   std::uint64_t rng_;
-  FiberCache cache_[2];  // [0] normal, [1] small
+  Stash<Fiber> fibers_;
+  Stash<Stack> stacks_[2];  // [0] normal, [1] small
+  // A normal stack, kept for fibers that start when no stack can be mapped:
+  // they run on it only to fail (fiber/tcb.hpp, "Binding").
+  Stack* spare_ = nullptr;
   FiberId id_next_ = 0, id_end_ = 0;
 };
 

@@ -59,7 +59,8 @@ thread_local Sides g_sides;
 
 void prepare(void* lo, std::size_t size) {
   chronos::arch::sanitizer_init_thread(g_sides.main);
-  chronos::arch::sanitizer_init_fiber(g_sides.fiber, lo, size);
+  chronos::arch::sanitizer_init_fiber(g_sides.fiber);
+  chronos::arch::sanitizer_set_stack(g_sides.fiber, lo, size);
 }
 void finish() {
   chronos::arch::sanitizer_destroy_fiber(g_sides.fiber);

@@ -4,8 +4,12 @@
 
 #include <chronos/chronos.hpp>
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -158,6 +162,61 @@ TEST(StackExhaustionDeathTest, SpawnThrowsNamingTheMapLimitAndRunningFibersSurvi
       exhaust_stacks(), testing::ExitedWithCode(0),
       "cannot map a fiber stack of [0-9]+ bytes: vm.max_map_count \\([0-9]+\\) reached(.|\n)*"
       "all [0-9]+ earlier fibers finished");
+#endif
+}
+
+// A small-stack fiber binds its stack only when it first runs (fiber/tcb.hpp,
+// "Binding"). With the address space capped, fibers that park keep theirs
+// until a slab can no longer be mapped: the fiber that starts then fails with
+// the mapping's error, through its JoinHandle, and every earlier one finishes.
+[[noreturn, maybe_unused]] void start_without_a_stack() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = 64 * 1024}};
+  std::string outcome = rt.block_on([&] {
+    chronos::Channel<int> ch;
+    std::vector<chronos::JoinHandle<void>> parked;
+    parked.reserve(100000);
+    std::string what;
+    {
+      long vm_kb = 0;
+      std::ifstream status("/proc/self/status");
+      for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stol(line.substr(7));
+      const rlim_t cap = static_cast<rlim_t>(vm_kb + 64 * 1024) * 1024;  // 64 MiB more
+      const struct rlimit lim { cap, cap };
+      if (::setrlimit(RLIMIT_AS, &lim) != 0) return std::string("setrlimit failed");
+    }
+    for (;;) {
+      parked.push_back(chronos::go(chronos::SpawnOptions{.small_stack = true}, [&ch] {
+        (void)ch.recv();  // parks, keeping its stack, until the channel closes
+      }));
+      chronos::yield();  // it runs now: parks, or fails to start
+      if (parked.back().done()) break;
+      if (parked.size() == parked.capacity()) return std::string("never ran out");
+    }
+    chronos::JoinHandle<void> failed = std::move(parked.back());
+    parked.pop_back();
+    try {
+      failed.join();
+      what = "the fiber without a stack ran";
+    } catch (const std::system_error& e) {
+      what = e.code().value() == ENOMEM ? e.what() : "wrong errno";
+    }
+    ch.close();
+    for (auto& h : parked) h.join();  // every fiber that had a stack finishes
+    std::fprintf(stderr, "%zu fibers parked first\n", parked.size());
+    return what;
+  });
+  std::fprintf(stderr, "failed: %s\nall earlier fibers finished\n", outcome.c_str());
+  std::exit(0);
+}
+
+TEST(StackExhaustionDeathTest, AFiberThatCannotBindAStackFailsThroughItsHandle) {
+#if CHRONOS_TEST_SANITIZED
+  GTEST_SKIP() << "caps the address space, which a sanitizer's shadow memory needs";
+#else
+  EXPECT_EXIT(start_without_a_stack(), testing::ExitedWithCode(0),
+              "[0-9]+ fibers parked first\nfailed: chronos: cannot map a fiber stack of [0-9]+ "
+              "bytes: out of memory \\(or RLIMIT_AS reached\\)[^\n]*\nall earlier fibers finished");
 #endif
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "fiber/fiber_pool.hpp"
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
 
@@ -46,23 +47,23 @@ TEST(Tcb, HotFieldsShareOneCacheLine) {
 }
 
 TEST(StackPool, NormalStacksAreReusedNotRemapped) {
-  StackPool pool(nullptr, 64 * 1024, false);
-  std::vector<Fiber*> first(8);
+  StackPool pool(64 * 1024, false);
+  std::vector<Stack*> first(8);
   for (auto& f : first) ASSERT_EQ(pool.take(&f, 1), 1u);
   EXPECT_EQ(pool.mapped_slots(), 8u);
-  std::set<Fiber*> distinct(first.begin(), first.end());
+  std::set<Stack*> distinct(first.begin(), first.end());
   EXPECT_EQ(distinct.size(), 8u);
-  for (Fiber* f : first) {
+  for (Stack* f : first) {
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f) % 64, 0u);
-    EXPECT_GE(reinterpret_cast<char*>(f) - f->stack_lo, 64 * 1024);
+    EXPECT_GE(f->top() - f->lo, 64 * 1024);
     EXPECT_EQ(f->pool, &pool);
-    f->stack_lo[0] = 1;  // the whole stack is writable...
+    f->lo[0] = 1;  // the whole stack is writable...
   }
   pool.give(first.data(), first.size());
-  std::vector<Fiber*> again(8);
+  std::vector<Stack*> again(8);
   for (auto& f : again) ASSERT_EQ(pool.take(&f, 1), 1u);
   EXPECT_EQ(pool.mapped_slots(), 8u);  // ...and comes back without a new mapping
-  EXPECT_EQ(std::set<Fiber*>(again.begin(), again.end()), distinct);
+  EXPECT_EQ(std::set<Stack*>(again.begin(), again.end()), distinct);
   pool.give(again.data(), again.size());
 }
 
@@ -80,37 +81,37 @@ std::string perms_of(const void* p) {
 }
 
 TEST(StackPool, GuardPageBelowEveryNormalStackIsInaccessible) {
-  StackPool pool(nullptr, 64 * 1024, false);
-  Fiber* f;
+  StackPool pool(64 * 1024, false);
+  Stack* f;
   ASSERT_EQ(pool.take(&f, 1), 1u);
-  EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
-  EXPECT_EQ(perms_of(f->stack_lo), "rw-p");
+  EXPECT_EQ(perms_of(f->lo - 1), "---p");
+  EXPECT_EQ(perms_of(f->lo), "rw-p");
   pool.give(&f, 1);
 }
 
 TEST(StackPool, EverySmallSlabStartsWithAGuardPage) {
-  StackPool pool(nullptr, 16 * 1024, true);
-  Fiber* f;
+  StackPool pool(16 * 1024, true);
+  Stack* f;
   ASSERT_EQ(pool.take(&f, 1), 1u);  // the first slot of a fresh slab
-  EXPECT_EQ(perms_of(f->stack_lo - 1), "---p");
+  EXPECT_EQ(perms_of(f->lo - 1), "---p");
   pool.give(&f, 1);
 }
 
 TEST(StackPool, SmallSlotsComeFromSlabsWithIntactCanaries) {
-  StackPool pool(nullptr, 16 * 1024, true);
-  std::vector<Fiber*> fibers(1000);
+  StackPool pool(16 * 1024, true);
+  std::vector<Stack*> fibers(1000);
   std::size_t got = 0;
   while (got < fibers.size()) got += pool.take(fibers.data() + got, fibers.size() - got);
   EXPECT_EQ(pool.mapped_slots(), 1000u);
-  std::set<Fiber*> distinct(fibers.begin(), fibers.end());
+  std::set<Stack*> distinct(fibers.begin(), fibers.end());
   EXPECT_EQ(distinct.size(), 1000u);
-  for (Fiber* f : fibers) {
+  for (Stack* f : fibers) {
     EXPECT_TRUE(StackPool::canary_intact(f));
     // The canary is the slot's highest word, right under the slot above.
     EXPECT_EQ(reinterpret_cast<char*>(StackPool::canary_of(f)) + sizeof(std::uint64_t),
-              f->stack_lo + pool.slot_size());
-    if (Fiber* below = pool.slot_below(f)) {
-      EXPECT_EQ(below->stack_lo + pool.slot_size(), f->stack_lo);
+              f->lo + pool.slot_size());
+    if (Stack* below = pool.slot_below(f)) {
+      EXPECT_EQ(below->lo + pool.slot_size(), f->lo);
     }
   }
   // Smashing a canary is seen.
@@ -123,8 +124,8 @@ TEST(StackPool, SmallSlotsComeFromSlabsWithIntactCanaries) {
 }
 
 TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
-  StackPool normal(nullptr, 32 * 1024, false);
-  std::vector<Fiber*> n(10);
+  StackPool normal(32 * 1024, false);
+  std::vector<Stack*> n(10);
   for (auto& f : n) normal.take(&f, 1);
   normal.give(n.data(), n.size());
   EXPECT_EQ(normal.mapped_slots(), 10u);  // give() keeps everything
@@ -133,13 +134,13 @@ TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
   EXPECT_EQ(normal.free_count(), 4u);
   EXPECT_EQ(normal.trim(4), 0u);
 
-  StackPool small(nullptr, 16 * 1024, true);
-  std::vector<Fiber*> s(10);
+  StackPool small(16 * 1024, true);
+  std::vector<Stack*> s(10);
   for (auto& f : s) small.take(&f, 1);
   std::vector<char*> los;
-  for (Fiber* f : s) {
-    f->stack_lo[100] = 1;  // touch a page below the TCB
-    los.push_back(f->stack_lo);
+  for (Stack* f : s) {
+    f->lo[100] = 1;  // touch a page below the header
+    los.push_back(f->lo);
   }
   small.give(s.data(), s.size());
   EXPECT_EQ(small.trim(4), 6u);
@@ -152,7 +153,7 @@ TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
   }
   EXPECT_EQ(resident, 4);  // the trimmed six gave their pages back
   // Trimmed slots stay mapped (they are inside a slab) but come back rebuilt.
-  std::vector<Fiber*> again(10);
+  std::vector<Stack*> again(10);
   for (auto& f : again) {
     ASSERT_EQ(small.take(&f, 1), 1u);
     EXPECT_TRUE(StackPool::canary_intact(f));
@@ -161,18 +162,42 @@ TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
   small.give(again.data(), again.size());
 }
 
-TEST(StackPool, ForEachFiberVisitsOnlySlotsInUse) {
-  StackPool pool(nullptr, 16 * 1024, true);
-  std::vector<Fiber*> f(5);
-  for (auto& x : f) pool.take(&x, 1);
-  static const PayloadOps ops{};  // any non-null ops marks a slot in use
+TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
+  FiberPool pool(nullptr);
+  std::vector<Fiber*> f(100);
+  std::size_t got = 0;
+  while (got < f.size()) got += pool.take(f.data() + got, f.size() - got);
+  EXPECT_EQ(pool.carved(), 100u);
+  for (std::size_t i = 1; i < f.size(); ++i) {
+    EXPECT_EQ(f[i], f[i - 1] + 1);  // one chunk, in order: a burst of spawns walks memory
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f[i]) % 64, 0u);
+    EXPECT_EQ(f[i]->load_state(), FiberState::kDone);  // a free TCB reads Done
+  }
+  pool.give(f.data(), f.size());
+  std::vector<Fiber*> again(100);
+  got = 0;
+  while (got < again.size()) got += pool.take(again.data() + got, again.size() - got);
+  EXPECT_EQ(pool.carved(), 100u);  // reused, not carved again
+  EXPECT_EQ(std::set<Fiber*>(again.begin(), again.end()), std::set<Fiber*>(f.begin(), f.end()));
+  pool.give(again.data(), again.size());
+}
+
+TEST(FiberPool, ForEachFiberVisitsOnlyTcbsInUse) {
+  FiberPool pool(nullptr);
+  std::vector<Fiber*> f(FiberPool::kChunkFibers + 5);  // two chunks
+  std::size_t got = 0;
+  while (got < f.size()) got += pool.take(f.data() + got, f.size() - got);
+  static const PayloadOps ops{};  // any non-null ops marks a TCB in use
   f[1]->ops = &ops;
-  f[3]->ops = &ops;
+  f.back()->ops = &ops;
   std::vector<Fiber*> seen;
   pool.for_each_fiber(
       [](Fiber* x, void* arg) { static_cast<std::vector<Fiber*>*>(arg)->push_back(x); }, &seen);
-  EXPECT_EQ(std::set<Fiber*>(seen.begin(), seen.end()), (std::set<Fiber*>{f[1], f[3]}));
-  f[1]->ops = f[3]->ops = nullptr;
+  EXPECT_EQ(std::set<Fiber*>(seen.begin(), seen.end()), (std::set<Fiber*>{f[1], f.back()}));
+  std::size_t slots = 0;
+  pool.for_each_slot([](Fiber*, void* n) { ++*static_cast<std::size_t*>(n); }, &slots);
+  EXPECT_EQ(slots, f.size());
+  f[1]->ops = f.back()->ops = nullptr;
   pool.give(f.data(), f.size());
 }
 

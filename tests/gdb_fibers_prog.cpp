@@ -10,7 +10,9 @@
 //   spinner        Running: it spins without yielding, so the one worker stays
 //                  on it and everything above stays where it is
 //   not-started    Ready, spawned after the spinner took the worker: it has
-//                  never run
+//                  never run (a normal stack, bound at spawn)
+//   lazy-small     the same with a small stack, which is bound only when it
+//                  first runs: it has none yet
 // The main thread prints their ids, then calls chronos_gdb_test_stop(), where
 // the script breaks. Afterwards everything is released and joined, and the
 // program exits 0, but only if a helper thread's read() from a pipe, during
@@ -111,6 +113,8 @@ int main() {
     wait_for([] { return spinning.load(); });
     // The spinner holds the only worker: every other fiber has switched out.
     auto late_h = rt.spawn(chronos::SpawnOptions{.name = "not-started"}, [] { return 7; });
+    auto lazy_h = rt.spawn(chronos::SpawnOptions{.small_stack = true, .name = "lazy-small"},
+                           [] { return 8; });
 
     std::printf("fiber recv-parked id=%llu\n", static_cast<unsigned long long>(recv_h.id()));
     std::printf("fiber mutex-parked id=%llu\n", static_cast<unsigned long long>(mutex_h.id()));
@@ -119,6 +123,7 @@ int main() {
     std::printf("fiber finished id=%llu\n", static_cast<unsigned long long>(done_h.id()));
     std::printf("fiber spinner id=%llu\n", static_cast<unsigned long long>(spin_h.id()));
     std::printf("fiber not-started id=%llu\n", static_cast<unsigned long long>(late_h.id()));
+    std::printf("fiber lazy-small id=%llu\n", static_cast<unsigned long long>(lazy_h.id()));
     std::fflush(stdout);
 
     chronos_gdb_test_stop();
@@ -133,7 +138,7 @@ int main() {
     yield_h.join();
     done_h.join();
     mutex_h.join();
-    if (recv_h.join() != 42 || small_h.join() != 42 || late_h.join() != 7) {
+    if (recv_h.join() != 42 || small_h.join() != 42 || late_h.join() != 7 || lazy_h.join() != 8) {
       std::fprintf(stderr, "FAIL: wrong results\n");
       rc = 1;
     }

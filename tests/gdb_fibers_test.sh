@@ -65,14 +65,15 @@ expect yield-ready Ready 8 no -
 expect finished Done 8 no -
 expect spinner Running 8 no -
 expect not-started Ready 8 no -
+expect lazy-small Ready 8 yes -
 # The program printed the ids it got: the list must agree.
-for n in recv-parked mutex-parked small-parked yield-ready finished spinner not-started; do
+for n in recv-parked mutex-parked small-parked yield-ready finished spinner not-started lazy-small; do
   printed=$(echo "$out1" | sed -n "s/^fiber $n id=\([0-9]*\)$/\1/p")
   [ "$printed" = "$(col $n 1)" ] || fail "fiber $n: listed id $(col $n 1), the program says $printed"
 done
 recv=$(col recv-parked 1) mutex=$(col mutex-parked 1) small=$(col small-parked 1)
 ready=$(col yield-ready 1) done_id=$(col finished 1) spinner=$(col spinner 1)
-late=$(col not-started 1)
+late=$(col not-started 1) lazy=$(col lazy-small 1)
 
 # ---- run 2: backtraces, refusals, and the process going on
 # Fiber ids are per runtime and the program is deterministic: the same ids.
@@ -83,6 +84,7 @@ out2=$(run_gdb -ex 'break chronos_gdb_test_stop' -ex run \
   -ex 'echo ==bt-small==\n' -ex "chronos-fiber bt $small" \
   -ex 'echo ==bt-ready==\n' -ex "chronos-fiber bt $ready" \
   -ex 'echo ==bt-not-started==\n' -ex "chronos-fiber bt $late" \
+  -ex 'echo ==bt-lazy==\n' -ex "chronos-fiber bt $lazy" \
   -ex 'echo ==refusals==\n' -ex "chronos-fiber bt $done_id" -ex "chronos-fiber bt $spinner" \
   -ex 'chronos-fiber bt 999999' -ex 'chronos-fiber bt bogus' -ex 'chronos-fiber bt' \
   -ex 'echo ==bt-from-reader==\n' -ex "$pick_reader" -ex "chronos-fiber bt $recv" \
@@ -106,6 +108,7 @@ check_bt bt-ready park_in_yield
 check_bt bt-from-reader park_in_recv
 section bt-from-reader | grep -q "borrowing thread [2-9]" || fail "the reader thread was not the one borrowed"
 section bt-not-started | grep -q 'it has not started yet' || fail "no note for a fiber never run"
+section bt-lazy | grep -q 'has not started yet: no stack is bound' || fail "no note for a lazy fiber never run"
 r=$(section refusals)
 echo "$r" | grep -q '"finished" is Done' || fail "no refusal for a Done fiber"
 echo "$r" | grep -q '"spinner" is Running' || fail "no refusal for a Running fiber"

@@ -26,8 +26,8 @@
 # How. Everything is read from memory; nothing in the inferior is called, so
 # both work on a process stopped anywhere (and the listing on a core file).
 # The runtimes hang off chronos_debug_runtimes (sched/registry.hpp); each
-# one's fibers live in the slots of its two stack pools (fiber/stack_pool.hpp,
-# StackPool::for_each_fiber). A backtrace points the selected thread's frame 0
+# one's TCBs lie side by side in the chunks of its FiberPool
+# (fiber/fiber_pool.hpp, FiberPool::for_each_fiber). A backtrace points the selected thread's frame 0
 # at the fiber's saved context (whose layout chronos_debug_switch names), lets
 # gdb's own unwinder walk it, and puts every register back, whatever happens.
 # Field offsets come from the debug info, by name: the library must be built
@@ -41,12 +41,9 @@ _STATES = ("Ready", "Running", "Waiting", "Done")
 _STATE_MASK = 0x3  # bit 2 is a transient inspection hold: ignored
 _PRIO_SHIFT = 48
 _SMALL_BIT = 1 << 52
-_TAIL = 64  # StackPool::kTail
+_CHUNK_FIBERS = 1024  # FiberPool::kChunkFibers
 _MAX_RUNTIMES = 4096  # bounds on walks through possibly corrupt memory
-_MAX_SLABS = 1 << 20
-_MAX_SLAB_BYTES = 1 << 40
-_MAX_SLOTS = 1 << 26
-_MAX_NORMALS = 1 << 24
+_MAX_CHUNKS = 1 << 20
 
 # The registers a saved context gives back, and where, per layout. The stack
 # pointer is computed: "sp" is its offset from the context.
@@ -194,39 +191,23 @@ def _runtimes():
     return out
 
 
-def _pool_fibers(inf, rt, pool, lay):
-    """(slot_lo, tcb) for each slot of one StackPool that may hold a fiber.
-    slot_lo: what the TCB's stack_lo must say for a small slot to be valid
-    (None for a normal stack, which always has its TCB)."""
+def _pool_tcbs(inf, rt, pool, lay):
+    """The address of every TCB a FiberPool has carved, free or not."""
+    begin, end = _vector_bounds(pool["chunks_"])
+    n = (int(end) - int(begin)) // 8
+    if n < 0 or n > _MAX_CHUNKS:
+        raise ChronosError("runtime %#x: the TCB pool's chunk list looks corrupt" % int(rt))
+    data = _read(inf, int(begin), n * 8) if n else b""
+    bump = int(pool["bump_"])
     tcbs = []
-    if not bool(pool["small_"]):
-        begin, end = _vector_bounds(pool["normals_"])
-        n = (int(end) - int(begin)) // 8
-        if n < 0 or n > _MAX_NORMALS:
-            raise ChronosError("runtime %#x: the pool's stack list looks corrupt" % int(rt))
-        data = _read(inf, int(begin), n * 8) if n else b""
-        tcbs = [(None, _u64(data, 8 * i)) for i in range(n)]
-    else:
-        page = int(pool["page_"])
-        slot = int(pool["slot_size_"])
-        bump = int(pool["bump_"])
-        begin, end = _vector_bounds(pool["slabs_"])
-        esize = begin.type.strip_typedefs().target().strip_typedefs().sizeof
-        n = (int(end) - int(begin)) // esize if esize else -1
-        if n < 0 or n > _MAX_SLABS or slot <= 0 or page <= 0:
-            raise ChronosError("runtime %#x: the small pool looks corrupt" % int(rt))
-        for i in range(n):
-            e = (begin + i).dereference()
-            base, length = int(e["first"]), int(e["second"])
-            if length > _MAX_SLAB_BYTES or len(tcbs) + length // slot > _MAX_SLOTS:
-                raise ChronosError("runtime %#x: the small pool looks corrupt" % int(rt))
-            stop = base + length
-            if base <= bump <= stop:
-                stop = bump  # the newest slab is carved up to bump_
-            s = base + page
-            while s + slot <= stop:
-                tcbs.append((s, s + slot - _TAIL - lay.size))
-                s += slot
+    for i in range(n):
+        base = _u64(data, 8 * i)
+        count = _CHUNK_FIBERS
+        if i == n - 1:
+            count = (bump - base) // lay.size
+            if count < 0 or count > _CHUNK_FIBERS:
+                raise ChronosError("runtime %#x: the TCB pool looks corrupt" % int(rt))
+        tcbs.extend(base + k * lay.size for k in range(count))
     return tcbs
 
 
@@ -240,19 +221,15 @@ def all_fibers():
     o = lay.off
     fibers = []
     for rt in rts:
-        impl = rt.dereference()
-        for pool_name in ("normal_pool_", "small_pool_"):
-            pool = impl[pool_name]
-            for slot_lo, tcb in _pool_fibers(inf, rt, pool, lay):
-                try:
-                    data = bytes(inf.read_memory(tcb, lay.size))
-                except gdb.MemoryError:
-                    continue  # a slot whose memory is gone: nothing lives there
-                if slot_lo is not None and _u64(data, o["stack_lo"]) != slot_lo:
-                    continue  # a never-used or trimmed small slot
-                if _u64(data, o["ops"]) == 0:
-                    continue  # a free slot
-                fibers.append(FiberInfo(int(rt), tcb, data, lay))
+        pool = rt.dereference()["fibers_"]
+        for tcb in _pool_tcbs(inf, rt, pool, lay):
+            try:
+                data = bytes(inf.read_memory(tcb, lay.size))
+            except gdb.MemoryError:
+                continue  # memory that is gone: nothing lives there
+            if _u64(data, o["ops"]) == 0:
+                continue  # a free TCB
+            fibers.append(FiberInfo(int(rt), tcb, data, lay))
     fibers.sort(key=lambda f: (f.rt, f.id))
     return rts, fibers
 
@@ -452,6 +429,11 @@ another register shows whatever the borrowed thread has there."""
             )
         if f.state == "Done":
             raise ChronosError("%s is Done: its body has returned and its stack is dead" % label)
+        if f.ctx == 0 and f.state == "Ready":
+            return (
+                "%s (Ready, TCB %#x) has not started yet: no stack is bound to it until it "
+                "first runs, so it has no frames\n" % (label, f.tcb)
+            )
         if f.ctx == 0:
             raise ChronosError("%s has no saved context (it is being switched right now?)" % label)
         th = _check_live(inf)

@@ -1,0 +1,85 @@
+// fiber/fiber_pool.cpp: carving and pooling TCBs (fiber/fiber_pool.hpp).
+#include "fiber/fiber_pool.hpp"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <new>
+#include <string>
+#include <system_error>
+
+namespace chronos::detail {
+namespace {
+
+constexpr std::size_t kChunkBytes = FiberPool::kChunkFibers * sizeof(Fiber);
+
+}  // namespace
+
+FiberPool::~FiberPool() {
+  // Every fiber has been released by now (RuntimeImpl's shutdown guarantees
+  // it, or the runtime's memory is kept): destroy what was carved, unmap.
+  for_each_slot([](Fiber* f, void*) { f->~Fiber(); }, nullptr);
+  for (Fiber* c : chunks_) ::munmap(c, kChunkBytes);
+}
+
+std::size_t FiberPool::take(Fiber** out, std::size_t n) {
+  std::lock_guard lock(mu_);
+  std::size_t got = 0;
+  while (got < n && free_) {
+    out[got++] = free_;
+    free_ = free_->next;
+  }
+  while (got < n) {
+    if (bump_ == bump_end_) {
+      if (got > 0) break;
+      // Committed lazily, page by page, as the TCBs are carved.
+      void* p =
+          ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) {
+        int err = errno;
+        throw std::system_error(err, std::generic_category(),
+                                "chronos: cannot map " + std::to_string(kChunkBytes) +
+                                    " bytes for fiber control blocks");
+      }
+      chunks_.push_back(static_cast<Fiber*>(p));
+      bump_ = static_cast<Fiber*>(p);
+      bump_end_ = bump_ + kChunkFibers;
+    }
+    Fiber* f = ::new (bump_++) Fiber();
+    f->rt = rt_;
+    out[got++] = f;
+    carved_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return got;
+}
+
+void FiberPool::give(Fiber* const* in, std::size_t n) noexcept {
+  std::lock_guard lock(mu_);
+  for (std::size_t i = 0; i < n; ++i) {
+    in[i]->next = free_;
+    free_ = in[i];
+  }
+}
+
+void FiberPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
+  struct Filter {
+    void (*fn)(Fiber*, void*);
+    void* arg;
+  } filter{fn, arg};
+  for_each_slot(
+      [](Fiber* f, void* p) {
+        auto* flt = static_cast<Filter*>(p);
+        if (f->ops) flt->fn(f, flt->arg);  // a free TCB has no payload operations
+      },
+      &filter);
+}
+
+void FiberPool::for_each_slot(void (*fn)(Fiber*, void*), void* arg) {
+  std::lock_guard lock(mu_);
+  for (Fiber* c : chunks_) {
+    Fiber* end = c == chunks_.back() ? bump_ : c + kChunkFibers;
+    for (Fiber* f = c; f != end; ++f) fn(f, arg);
+  }
+}
+
+}  // namespace chronos::detail
