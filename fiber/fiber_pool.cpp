@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <new>
 #include <string>
@@ -24,11 +25,9 @@ FiberPool::~FiberPool() {
 
 std::size_t FiberPool::take(Fiber** out, std::size_t n) {
   std::lock_guard lock(mu_);
-  std::size_t got = 0;
-  while (got < n && free_) {
-    out[got++] = free_;
-    free_ = free_->next;
-  }
+  std::size_t got = std::min(n, free_.size());
+  std::copy(free_.end() - static_cast<std::ptrdiff_t>(got), free_.end(), out);
+  free_.resize(free_.size() - got);
   while (got < n) {
     if (bump_ == bump_end_) {
       if (got > 0) break;
@@ -40,6 +39,13 @@ std::size_t FiberPool::take(Fiber** out, std::size_t n) {
         throw std::system_error(err, std::generic_category(),
                                 "chronos: cannot map " + std::to_string(kChunkBytes) +
                                     " bytes for fiber control blocks");
+      }
+      try {
+        chunks_.reserve(chunks_.size() + 1);
+        free_.reserve((chunks_.size() + 1) * kChunkFibers);
+      } catch (...) {
+        ::munmap(p, kChunkBytes);
+        throw;
       }
       chunks_.push_back(static_cast<Fiber*>(p));
       bump_ = static_cast<Fiber*>(p);
@@ -55,10 +61,9 @@ std::size_t FiberPool::take(Fiber** out, std::size_t n) {
 
 void FiberPool::give(Fiber* const* in, std::size_t n) noexcept {
   std::lock_guard lock(mu_);
-  for (std::size_t i = 0; i < n; ++i) {
-    in[i]->next = free_;
-    free_ = in[i];
-  }
+  // Reserved whenever a chunk is carved, so that this never allocates (and
+  // so never throws): the list holds at most every TCB carved.
+  free_.insert(free_.end(), in, in + n);
 }
 
 void FiberPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {

@@ -10,7 +10,11 @@
 // 192 MB of them after the burst, as Go keeps its goroutine records.
 //
 // Pooling is StackPool's: batches move between the free list and a worker's
-// cache under a mutex taken once per batch.
+// cache under a mutex taken once per batch. The free list is an array of
+// pointers, not a list linked through the TCBs: moving a batch then copies
+// 64 pointers instead of chasing 64 dependent cache misses. The array grows
+// only to the largest number of free TCBs seen, so the steady state does not
+// allocate.
 #pragma once
 
 #include <atomic>
@@ -50,7 +54,7 @@ class FiberPool {
  private:
   RuntimeImpl* const rt_;  // every TCB's Fiber::rt
   std::mutex mu_;
-  Fiber* free_ = nullptr;       // linked through Fiber::next
+  std::vector<Fiber*> free_;    // every free TCB (see "Pooling" above)
   std::vector<Fiber*> chunks_;  // every chunk, kChunkFibers TCBs each
   Fiber* bump_ = nullptr;       // next never-used TCB in the newest chunk
   Fiber* bump_end_ = nullptr;
