@@ -10,18 +10,27 @@
 // Full ring: push() returns false and the caller decides. Runtime::spawn
 // applies back-pressure (it waits, yielding the thread, until a worker makes
 // room). Workers hand over whole batches instead (their deque's overflow,
-// fibers readied for another runtime): push_batch() splices them onto an
-// unbounded list under a mutex, one critical section per batch, never waiting
-// for room, and pop_batch() takes up to a batch back the same way. The list
-// is checked after the ring, through an atomic count, without the lock when
-// empty. No fiber is ever dropped. See README, "Spawning from outside".
+// fibers readied for another runtime): push_batch() copies them into the
+// spill, a growable ring of pointers under a mutex, one critical section per
+// batch, never waiting for room, and pop_batch() copies up to a batch back
+// the same way. Pointers in an array, not a list linked through the TCBs: a
+// pop then copies 32 pointers instead of chasing 32 dependent cache misses
+// (a million queued fibers do not stay in cache). The spill only grows, to
+// the most fibers it has held, so the steady state does not allocate; if
+// growing fails, the batch is linked through Fiber::next onto an overflow
+// list instead, which pop_batch drains first. The spill is checked
+// after the ring, through an atomic count, without the lock when empty. No
+// fiber is ever dropped. See README, "Spawning from outside".
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <vector>
 
 #include "fiber/tcb.hpp"
 
@@ -63,20 +72,26 @@ class InjectQueue {
   // runqputslow moves half a run queue to the global queue under one lock.
   void push_batch(Fiber* const* fs, std::size_t n) noexcept {
     if (n == 0) return;
-    for (std::size_t i = 0; i + 1 < n; ++i) fs[i]->next = fs[i + 1];
-    fs[n - 1]->next = nullptr;
     std::lock_guard lock(batch_mu_);
-    if (batch_tail_) {
-      batch_tail_->next = fs[0];
-    } else {
-      batch_head_ = fs[0];
+    if (spill_count_ + n <= spill_.size() || grow_spill(spill_count_ + n)) {
+      const std::size_t mask = spill_.size() - 1;
+      for (std::size_t i = 0; i < n; ++i) spill_[(spill_head_ + spill_count_ + i) & mask] = fs[i];
+      spill_count_ += n;
+    } else {  // out of memory: link them instead
+      for (std::size_t i = 0; i + 1 < n; ++i) fs[i]->next = fs[i + 1];
+      fs[n - 1]->next = nullptr;
+      if (list_tail_) {
+        list_tail_->next = fs[0];
+      } else {
+        list_head_ = fs[0];
+      }
+      list_tail_ = fs[n - 1];
     }
-    batch_tail_ = fs[n - 1];
-    batched_.fetch_add(n, std::memory_order_release);  // release: the links are visible
+    batched_.fetch_add(n, std::memory_order_release);  // release: the batch is visible
   }
 
   // Up to max fibers into out (at least 1 if any is queued): one from the
-  // ring, or a batch from the batch list in one critical section.
+  // ring, or a batch from the spill in one critical section.
   std::size_t pop_batch(Fiber** out, std::size_t max) noexcept {
     if (Fiber* f = pop_ring()) {
       out[0] = f;
@@ -85,11 +100,18 @@ class InjectQueue {
     if (batched_.load(std::memory_order_acquire) == 0) return 0;
     std::lock_guard lock(batch_mu_);
     std::size_t n = 0;
-    while (n < max && batch_head_) {
-      out[n++] = batch_head_;
-      batch_head_ = batch_head_->next;
+    // The list first: it only grows when memory ran out, and must not wait
+    // behind a spill that keeps being refilled.
+    while (n < max && list_head_) {
+      out[n++] = list_head_;
+      list_head_ = list_head_->next;
     }
-    if (!batch_head_) batch_tail_ = nullptr;
+    if (!list_head_) list_tail_ = nullptr;
+    const std::size_t from_spill = std::min(max - n, spill_count_);
+    const std::size_t mask = spill_.size() - 1;
+    for (std::size_t i = 0; i < from_spill; ++i) out[n++] = spill_[(spill_head_ + i) & mask];
+    if (from_spill) spill_head_ = (spill_head_ + from_spill) & mask;
+    spill_count_ -= from_spill;
     batched_.fetch_sub(n, std::memory_order_relaxed);
     return n;
   }
@@ -108,6 +130,23 @@ class InjectQueue {
   }
 
  private:
+  // Makes room for `need` pointers in the spill, keeping their order. Under
+  // batch_mu_. False if the memory cannot be had.
+  bool grow_spill(std::size_t need) noexcept {
+    std::size_t cap = spill_.empty() ? 1024 : spill_.size();
+    while (cap < need) cap *= 2;
+    try {
+      std::vector<Fiber*> bigger(cap);
+      for (std::size_t i = 0; i < spill_count_; ++i)
+        bigger[i] = spill_[(spill_head_ + i) & (spill_.size() - 1)];
+      spill_.swap(bigger);
+      spill_head_ = 0;
+      return true;
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+  }
+
   Fiber* pop_ring() noexcept {
     std::size_t pos = head_.load(std::memory_order_relaxed);
     for (;;) {
@@ -140,8 +179,11 @@ class InjectQueue {
   alignas(64) std::atomic<std::size_t> tail_{0};  // producers
   alignas(64) std::atomic<std::size_t> batched_{0};
   std::mutex batch_mu_;
-  Fiber* batch_head_ = nullptr;
-  Fiber* batch_tail_ = nullptr;
+  std::vector<Fiber*> spill_;  // a ring: a power of two in size, or empty
+  std::size_t spill_head_ = 0;
+  std::size_t spill_count_ = 0;
+  Fiber* list_head_ = nullptr;  // what did not fit when the spill could not grow
+  Fiber* list_tail_ = nullptr;
 };
 
 }  // namespace chronos::detail
