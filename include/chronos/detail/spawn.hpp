@@ -2,8 +2,9 @@
 // public headers and the library. Not part of the API.
 //
 // A fiber's callable and its result live together in a Payload, which the
-// library places in the fiber's own stack mapping, just below the TCB: a
-// spawn allocates nothing, whatever the callable's size, up to
+// library places in the TCB when it fits (32 bytes, small-stack fibers) and
+// otherwise on the fiber's stack, just below the stack's header (fiber/tcb.hpp,
+// "Binding"): a spawn allocates nothing, whatever the callable's size, up to
 // kMaxInlinePayload. A larger payload is boxed on the heap once.
 #pragma once
 
