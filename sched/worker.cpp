@@ -32,7 +32,9 @@ Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
       sleepers_(runtime->sleepers_counter()),
       deques_{ChaseLevDeque(deque_capacity), ChaseLevDeque(deque_capacity),
               ChaseLevDeque(deque_capacity)},
-      rng_(0x9E3779B97F4A7C15ull * (idx + 1)) {
+      rng_(0x9E3779B97F4A7C15ull * (idx + 1)),
+      fiber_pool_(&runtime->fibers()),
+      stack_pools_{&runtime->pool(false), &runtime->pool(true)} {
   main.rt = runtime;
   current = &main;
   runtime->pool(false).take(&spare_, 1);
@@ -274,25 +276,7 @@ void Worker::trace_timers(std::size_t n) noexcept {
   trace->record(TraceKind::kTimerFire, 0, n);
 }
 
-Fiber* Worker::acquire_fiber() {
-  return fibers_.take(rt->fibers());
-}
-
-void Worker::release_fiber(Fiber* f) noexcept {
-  fibers_.give(rt->fibers(), f);
-}
-
-Stack* Worker::acquire_stack(bool small) {
-  return stacks_[small ? 1 : 0].take(rt->pool(small));
-}
-
-void Worker::release_stack(Stack* s) noexcept {
-  if (s == spare_) return;
-  bool small = s->pool->small();
-  stacks_[small ? 1 : 0].give(rt->pool(small), s);
-}
-
-Stack* Worker::stack_for_start(bool small, std::exception_ptr* err) noexcept {
+Stack* Worker::refill_for_start(bool small, std::exception_ptr* err) noexcept {
   try {
     return acquire_stack(small);
   } catch (...) {

@@ -36,6 +36,7 @@
 #if defined(CHRONOS_SWITCH_INLINE)
 #include "arch/fp_env_x86_64.hpp"
 #endif
+#include "fiber/fiber_pool.hpp"
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
 #include "sched/deque.hpp"
@@ -141,13 +142,25 @@ class alignas(64) Worker {
   // Only this worker's own queues; no stealing, no injection queue.
   bool has_local_work() const noexcept;
 
-  Fiber* acquire_fiber();                 // a free TCB; may throw (no memory for a chunk)
-  void release_fiber(Fiber* f) noexcept;  // a finished, released fiber back to the cache
-  Stack* acquire_stack(bool small);       // a free stack; may throw (mapping failed)
-  void release_stack(Stack* s) noexcept;  // a stack nobody runs on back to the cache
+  // The caches: inline, a few instructions each; the pools only once per batch.
+  // A free TCB; may throw (no memory for a chunk).
+  Fiber* acquire_fiber() { return fibers_.take(*fiber_pool_); }
+  // A finished, released fiber back to the cache.
+  void release_fiber(Fiber* f) noexcept { fibers_.give(*fiber_pool_, f); }
+  // A free stack; may throw (mapping failed).
+  Stack* acquire_stack(bool small) { return stacks_[small].take(*stack_pools_[small]); }
+  // A stack nobody runs on back to the cache.
+  void release_stack(Stack* s) noexcept {
+    if (s != spare_) stacks_[s->pool == stack_pools_[1]].give(*s->pool, s);
+  }
   // A stack for a fiber that starts now (sched/switch.cpp, bind_fresh): from
   // the cache, else the spare, with *err set to what the mapping threw.
-  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept;
+  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept {
+    Stash<Stack>& c = stacks_[small];
+    if (c.n) [[likely]]
+      return c.items[--c.n];
+    return refill_for_start(small, err);
+  }
   Stack* spare() const noexcept { return spare_; }
   FiberId next_id() noexcept;
 
@@ -240,6 +253,9 @@ class alignas(64) Worker {
   std::uint32_t inject_countdown_ = kInjectTick;  // the fairness ticks, counted down
   std::uint32_t fair_countdown_ = kFairTick;
   std::uint64_t rng_;
+  Stack* refill_for_start(bool small, std::exception_ptr* err) noexcept;
+  FiberPool* const fiber_pool_;      // the runtime's pools, for the caches above
+  StackPool* const stack_pools_[2];  // [0] normal, [1] small
   Stash<Fiber> fibers_;
   Stash<Stack> stacks_[2];  // [0] normal, [1] small
   // A normal stack, kept for fibers that start when no stack can be mapped:
