@@ -70,7 +70,7 @@ void visit(Fiber* f, void* arg) {
   auto& walk = *static_cast<Walk*>(arg);
   std::uint64_t word = f->state.load(std::memory_order_acquire);
   FiberState st = state_word::state(word);
-  if (st == FiberState::kDone) return;  // a free slot, or finished
+  if (st == FiberState::kDone) return;  // a free TCB, or finished
   FiberSnapshot s;
   s.tcb = f;
   std::uint64_t held = st == FiberState::kWaiting ? hold(f) : 0;

@@ -2,9 +2,9 @@
 // fiber dumps (chronos::dump_fibers) and for the deadlock detector.
 //
 // Where the fibers are. There is no list of all fibers (a shared list would
-// cost every spawn a lock; scheduler.hpp, "Designs not taken"). The stack
-// pools know every slot, and a slot that holds no fiber reads Done, so a
-// snapshot walks the pools under their locks (StackPool::for_each_slot).
+// cost every spawn a lock; scheduler.hpp, "Designs not taken"). The TCB
+// pool knows every TCB it has carved, and one that holds no fiber reads Done,
+// so a snapshot walks the pool under its lock (FiberPool::for_each_slot).
 //
 // What may be read. A Running or Ready fiber belongs to another thread: only
 // its state word is read properly; its id and name are copied as a racy

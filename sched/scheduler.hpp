@@ -57,8 +57,8 @@
 // * Publishing the fiber before switching, guarded by a "switching" spin flag
 //   that the resumer waits on: it spins a core when the switch is preempted.
 // * A global all-fibers list for shutdown and dumps: a shared lock or contended
-//   line on every spawn. The stack pools already know every slot; they are
-//   walked instead, off the hot path.
+//   line on every spawn. The TCB pool already knows every TCB; it is walked
+//   instead, off the hot path.
 // * A FIFO owner end (Go's and Tokio's run queues): the issue asks for
 //   Chase-Lev, whose LIFO owner end keeps a fan-out's newest (cache-warm)
 //   fibers local; yields get a FIFO of their own, and the fairness tick takes
