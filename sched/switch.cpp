@@ -189,12 +189,22 @@ void finish_exit(Worker* w, Fiber* f);
 }
 
 // f is about to run for the first time and has no stack (fiber/tcb.hpp,
-// "Binding"): bind one from w's cache. If none can be mapped, bind the spare
-// and let fiber_main fail the fiber with the error instead of running it.
-[[gnu::noinline]] void bind_fresh(Worker* w, Fiber* f) noexcept {
-  Stack* s = w->stack_for_start(f->small_stack(), &f->error);
+// "Binding"): bind one from w's cache. Returns false, binding nothing, if the
+// cache is empty and !may_refill: refilling it carves slots whose first touch
+// faults in a page each (64 at a time), and the switcher may hold a lock that
+// its commit releases only after the switch (a channel's, for one), which
+// every fiber that wants that lock would spin on meanwhile. So only the
+// scheduler loop refills, holding nothing. If no stack can be mapped, bind the
+// spare and let fiber_main fail the fiber with the error instead of running it.
+[[gnu::noinline]] bool bind_fresh(Worker* w, Fiber* f, bool may_refill) noexcept {
+  Stack* s = w->cached_stack(f->small_stack());
+  if (!s) {
+    if (!may_refill) return false;
+    s = w->stack_for_start(f->small_stack(), &f->error);
+  }
   f->start_failed = s == w->spare();
   bind_stack(f, s, &fiber_main);
+  return true;
 }
 
 // Owner: w's thread, running `from`. `to` has been claimed (popped from a run
@@ -202,8 +212,10 @@ void finish_exit(Worker* w, Fiber* f);
 [[gnu::always_inline]] inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to,
                                                 PostAction action, CommitFn commit = nullptr,
                                                 void* arg = nullptr, const void* on = nullptr) {
-  if (!to->ctx) [[unlikely]]
-    bind_fresh(w, to);
+  if (!to->ctx && !bind_fresh(w, to, from == &w->main)) [[unlikely]] {
+    w->push_next(to);  // it runs next, started by the scheduler loop (bind_fresh)
+    to = &w->main;
+  }
   // Each state word is read once here (only their owner, us, writes them).
   const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
   const std::uint64_t ts = to->state.load(std::memory_order_relaxed);

@@ -276,7 +276,7 @@ void Worker::trace_timers(std::size_t n) noexcept {
   trace->record(TraceKind::kTimerFire, 0, n);
 }
 
-Stack* Worker::refill_for_start(bool small, std::exception_ptr* err) noexcept {
+Stack* Worker::stack_for_start(bool small, std::exception_ptr* err) noexcept {
   try {
     return acquire_stack(small);
   } catch (...) {

@@ -153,14 +153,16 @@ class alignas(64) Worker {
   void release_stack(Stack* s) noexcept {
     if (s != spare_) stacks_[s->pool == stack_pools_[1]].give(*s->pool, s);
   }
-  // A stack for a fiber that starts now (sched/switch.cpp, bind_fresh): from
-  // the cache, else the spare, with *err set to what the mapping threw.
-  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept {
+  // A cached stack, ready to run on (its top page touched when it was
+  // prepared), or null if the cache is empty. Never faults, maps or locks.
+  Stack* cached_stack(bool small) noexcept {
     Stash<Stack>& c = stacks_[small];
-    if (c.n) [[likely]]
-      return c.items[--c.n];
-    return refill_for_start(small, err);
+    return c.n ? c.items[--c.n] : nullptr;
   }
+  // A stack for a fiber that starts now, refilling the cache from the pool
+  // (which may map and fault in pages): else the spare, with *err set to what
+  // the mapping threw. Only where nothing is held (sched/switch.cpp, bind_fresh).
+  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept;
   Stack* spare() const noexcept { return spare_; }
   FiberId next_id() noexcept;
 
@@ -253,7 +255,6 @@ class alignas(64) Worker {
   std::uint32_t inject_countdown_ = kInjectTick;  // the fairness ticks, counted down
   std::uint32_t fair_countdown_ = kFairTick;
   std::uint64_t rng_;
-  Stack* refill_for_start(bool small, std::exception_ptr* err) noexcept;
   FiberPool* const fiber_pool_;      // the runtime's pools, for the caches above
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
   Stash<Fiber> fibers_;
