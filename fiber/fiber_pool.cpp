@@ -42,7 +42,11 @@ std::size_t FiberPool::take(Fiber** out, std::size_t n) {
       }
       try {
         chunks_.reserve(chunks_.size() + 1);
-        free_.reserve((chunks_.size() + 1) * kChunkFibers);
+        // Doubling, not chunk by chunk: a burst of a million spawns carves
+        // a thousand chunks, and growing by one each time copied the list a
+        // thousand times over.
+        const std::size_t need = (chunks_.size() + 1) * kChunkFibers;
+        if (free_.capacity() < need) free_.reserve(std::max(need, 2 * free_.capacity()));
       } catch (...) {
         ::munmap(p, kChunkBytes);
         throw;
