@@ -42,7 +42,6 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   f->wait_kind = WaitKind::kNone;
   f->unwinding = false;
   f->eager = eager != nullptr;
-  f->start_failed = false;
   f->next = nullptr;
   f->ctx = nullptr;
   // The name: copied only when there is one, cleared only when a previous

@@ -13,10 +13,10 @@
 //            A million spawned fibers that have not run yet cost a million
 //            TCBs and no stack; fibers that run to completion one after
 //            another all run on the same, cache-hot stack. If no stack can be
-//            had when the fiber starts, it fails instead of running: it
-//            starts on its worker's spare stack only to finish with the
-//            std::system_error (ENOMEM) that the mapping threw, which its
-//            JoinHandle rethrows (a detached one reports it as uncaught).
+//            had when the fiber starts, it fails instead of running: the
+//            scheduler finishes it, stackless, with the std::system_error
+//            (ENOMEM) that the mapping threw, which its JoinHandle rethrows
+//            (a detached one reports it as uncaught).
 //   eagerly  every other fiber: a normal stack, or a payload too large for the
 //            TCB. The stack is taken at spawn (so spawn() throws if none can
 //            be mapped), the payload goes right below its header, and the
@@ -163,9 +163,8 @@ struct alignas(64) Fiber {
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
   WaitKind wait_kind = WaitKind::kNone;
-  bool unwinding = false;     // resumed only to be unwound (runtime shutdown)
-  bool eager = false;         // bound at spawn, payload on the stack (see "Binding")
-  bool start_failed = false;  // no stack could be bound when it first ran: error says why
+  bool unwinding = false;  // resumed only to be unwound (runtime shutdown)
+  bool eager = false;      // bound at spawn, payload on the stack (see "Binding")
   [[no_unique_address]] arch::SanitizerState san;
   alignas(16) unsigned char inline_payload[kTcbPayload];
 
@@ -190,15 +189,16 @@ static_assert(alignof(Fiber) == 64);
 static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of this file)");
 #endif
 
-// True if a payload of these operations fits the TCB (see "Binding").
-inline bool payload_fits_tcb(const PayloadOps* ops) noexcept {
-  return ops->size <= kTcbPayload && ops->align <= 16;
+// True if a fiber spawned with these options and payload binds its stack at
+// spawn rather than when it first runs (see "Binding").
+inline bool binds_at_spawn(const SpawnOptions& opts, const PayloadOps* ops) noexcept {
+  return !opts.small_stack || ops->size > kTcbPayload || ops->align > 16;
 }
 
 // Fills in a pooled TCB for a new fiber and constructs its payload (may throw,
 // leaving the TCB and stack untouched for release). `eager`: the stack to bind
 // now, with the payload on it; null to bind lazily, with the payload in the
-// TCB (payload_fits_tcb must hold).
+// TCB (binds_at_spawn must be false).
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
                 Stack* eager, arch::EntryFn entry);
 

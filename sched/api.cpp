@@ -87,8 +87,7 @@ Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
   Fiber* f = w->acquire_fiber();
   Stack* eager = nullptr;
   try {
-    // Small stacks bind lazily when the payload fits the TCB (fiber/tcb.hpp).
-    if (!opts.small_stack || !payload_fits_tcb(ops)) eager = w->acquire_stack(opts.small_stack);
+    if (binds_at_spawn(opts, ops)) eager = w->acquire_stack(opts.small_stack);
     init_fiber(f, opts, ops, src, w->next_id(), eager, &fiber_main);
   } catch (...) {
     if (eager) w->release_stack(eager);

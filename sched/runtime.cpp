@@ -130,7 +130,7 @@ Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* o
   Stack* eager = nullptr;
   try {
     fibers_.take(&f, 1);
-    if (!opts.small_stack || !payload_fits_tcb(ops)) pool(opts.small_stack).take(&eager, 1);
+    if (binds_at_spawn(opts, ops)) pool(opts.small_stack).take(&eager, 1);
     init_fiber(f, opts, ops, src, take_id_block(1), eager, &fiber_main);
   } catch (...) {
     if (eager) eager->pool->give(&eager, 1);

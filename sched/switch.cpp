@@ -189,20 +189,15 @@ void finish_exit(Worker* w, Fiber* f);
 }
 
 // f is about to run for the first time and has no stack (fiber/tcb.hpp,
-// "Binding"): bind one from w's cache. Returns false, binding nothing, if the
-// cache is empty and !may_refill: refilling it carves slots whose first touch
-// faults in a page each (64 at a time), and the switcher may hold a lock that
-// its commit releases only after the switch (a channel's, for one), which
-// every fiber that wants that lock would spin on meanwhile. So only the
-// scheduler loop refills, holding nothing. If no stack can be mapped, bind the
-// spare and let fiber_main fail the fiber with the error instead of running it.
-[[gnu::noinline]] bool bind_fresh(Worker* w, Fiber* f, bool may_refill) noexcept {
+// "Binding"): bind one from w's cache, if it holds one. Never refills it:
+// refilling carves slots whose first touch faults in a page each (64 at a
+// time), and a switcher may hold a lock that its commit releases only after
+// the switch (a channel's, for one), which every fiber that wants that lock
+// would spin on meanwhile. The scheduler loop refills instead (run_fiber),
+// holding nothing.
+[[gnu::noinline]] bool bind_cached(Worker* w, Fiber* f) noexcept {
   Stack* s = w->cached_stack(f->small_stack());
-  if (!s) {
-    if (!may_refill) return false;
-    s = w->stack_for_start(f->small_stack(), &f->error);
-  }
-  f->start_failed = s == w->spare();
+  if (!s) return false;
   bind_stack(f, s, &fiber_main);
   return true;
 }
@@ -212,8 +207,8 @@ void finish_exit(Worker* w, Fiber* f);
 [[gnu::always_inline]] inline Worker* switch_to(Worker* w, Fiber* from, Fiber* to,
                                                 PostAction action, CommitFn commit = nullptr,
                                                 void* arg = nullptr, const void* on = nullptr) {
-  if (!to->ctx && !bind_fresh(w, to, from == &w->main)) [[unlikely]] {
-    w->push_next(to);  // it runs next, started by the scheduler loop (bind_fresh)
+  if (!to->ctx && !bind_cached(w, to)) [[unlikely]] {
+    w->push_next(to);  // it runs next, started by the scheduler loop (run_fiber)
     to = &w->main;
   }
   // Each state word is read once here (only their owner, us, writes them).
@@ -335,10 +330,7 @@ namespace {
 void fiber_main(arch::Transfer t) {
   Worker* w = finish_first_switch(t);
   Fiber* self = w->current;
-  if (self->start_failed) [[unlikely]] {
-    // No stack could be had (bind_fresh): we run on the worker's spare only to
-    // fail with the error the mapping threw, which is in self->error.
-  } else if (!self->unwinding) {
+  if (!self->unwinding) {
     try {
       self->ops->run(self->payload);
     } catch (const FiberUnwind&) {
@@ -359,6 +351,20 @@ void fiber_main(arch::Transfer t) {
 }
 
 void run_fiber(Worker* w, Fiber* f) {
+  if (!f->ctx && !bind_cached(w, f)) [[unlikely]] {
+    try {
+      bind_stack(f, w->acquire_stack(f->small_stack()), &fiber_main);
+    } catch (...) {
+      // No stack can be mapped for it: it fails without running, with the
+      // error the mapping threw, which its JoinHandle rethrows. Finished here,
+      // on the scheduler's own stack, as exit_current and the switch after it
+      // would have finished it.
+      f->error = std::current_exception();
+      f->set_state(FiberState::kDone, nullptr);
+      finish_exit(w, f);
+      return;
+    }
+  }
   switch_to(w, &w->main, f, PostAction::kNone);
 }
 

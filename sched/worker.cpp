@@ -37,12 +37,9 @@ Worker::Worker(RuntimeImpl* runtime, unsigned idx, std::size_t deque_capacity)
       stack_pools_{&runtime->pool(false), &runtime->pool(true)} {
   main.rt = runtime;
   current = &main;
-  runtime->pool(false).take(&spare_, 1);
 }
 
-Worker::~Worker() {
-  rt->pool(false).give(&spare_, 1);
-}
+Worker::~Worker() = default;
 
 void Worker::run() {
   char name[16];
@@ -88,9 +85,9 @@ void Worker::run() {
     woken = true;
   }
 
-  fibers_.drain(rt->fibers());
-  stacks_[0].drain(rt->pool(false));
-  stacks_[1].drain(rt->pool(true));
+  fibers_.drain(*fiber_pool_);
+  stacks_[0].drain(*stack_pools_[0]);
+  stacks_[1].drain(*stack_pools_[1]);
   set_current_worker(nullptr);
 }
 
@@ -274,15 +271,6 @@ std::size_t Worker::queued() const noexcept {
 
 void Worker::trace_timers(std::size_t n) noexcept {
   trace->record(TraceKind::kTimerFire, 0, n);
-}
-
-Stack* Worker::stack_for_start(bool small, std::exception_ptr* err) noexcept {
-  try {
-    return acquire_stack(small);
-  } catch (...) {
-    *err = std::current_exception();
-  }
-  return spare_;
 }
 
 FiberId Worker::next_id() noexcept {

@@ -150,20 +150,13 @@ class alignas(64) Worker {
   // A free stack; may throw (mapping failed).
   Stack* acquire_stack(bool small) { return stacks_[small].take(*stack_pools_[small]); }
   // A stack nobody runs on back to the cache.
-  void release_stack(Stack* s) noexcept {
-    if (s != spare_) stacks_[s->pool == stack_pools_[1]].give(*s->pool, s);
-  }
+  void release_stack(Stack* s) noexcept { stacks_[s->pool == stack_pools_[1]].give(*s->pool, s); }
   // A cached stack, ready to run on (its top page touched when it was
   // prepared), or null if the cache is empty. Never faults, maps or locks.
   Stack* cached_stack(bool small) noexcept {
     Stash<Stack>& c = stacks_[small];
     return c.n ? c.items[--c.n] : nullptr;
   }
-  // A stack for a fiber that starts now, refilling the cache from the pool
-  // (which may map and fault in pages): else the spare, with *err set to what
-  // the mapping threw. Only where nothing is held (sched/switch.cpp, bind_fresh).
-  Stack* stack_for_start(bool small, std::exception_ptr* err) noexcept;
-  Stack* spare() const noexcept { return spare_; }
   FiberId next_id() noexcept;
 
   // ---- any thread ----
@@ -259,9 +252,6 @@ class alignas(64) Worker {
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
   Stash<Fiber> fibers_;
   Stash<Stack> stacks_[2];  // [0] normal, [1] small
-  // A normal stack, kept for fibers that start when no stack can be mapped:
-  // they run on it only to fail (fiber/tcb.hpp, "Binding").
-  Stack* spare_ = nullptr;
   FiberId id_next_ = 0, id_end_ = 0;
 };
 
