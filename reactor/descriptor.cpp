@@ -117,6 +117,8 @@ Descriptor* DescriptorPool::acquire(int fd) {
   // may still find it are told apart by the generation below.
   d->slot[kRead].store(slot::kNone, std::memory_order_relaxed);
   d->slot[kWrite].store(slot::kNone, std::memory_order_relaxed);
+  d->hung_up.store(0, std::memory_order_relaxed);
+  d->rx_drained.store(0, std::memory_order_relaxed);
   d->refs.store(0, std::memory_order_relaxed);
   // release: a poller that reads the new generation (acquire) sees the reset
   // slots. The epoll_ctl that registers fd comes after, and its events carry

@@ -28,6 +28,27 @@
 //   fd number after close() has begun, and a descriptor is never recycled
 //   while an operation still uses it, even when close() or the owner's
 //   destructor races an operation on another fiber.
+//
+// Short reads
+// -----------
+// A stream read that returns fewer bytes than it asked for emptied the
+// socket's receive queue at that moment, and edge-triggered epoll reports
+// every arrival after it. So TcpStream::read notes it (rx_drained), and its
+// next call waits on the reader slot straight away instead of first making a
+// recv(2) that would only say EAGAIN (Tokio does the same): one system call
+// less per request in a request/response exchange. The wait returns at once
+// when readiness is already pending.
+//
+// The exception is a hang-up (FIN, RST, a socket error): its one edge may
+// have been folded into readiness the reader consumed before its short read,
+// and nothing more will ever arrive. The poller marks `hung_up`, fences, and
+// only then looks at the slot; the reader fences after its short read and
+// then reads `hung_up`, and skips the recv only if it is clear. This is the
+// store-buffering pattern with seq_cst fences on both sides: either the
+// poller sees the reader's consume of the slot (it stores kReady again, so
+// the wait returns at once), or the reader sees `hung_up` (and calls recv,
+// which reports the end or the error). A stale hang-up, e.g. the EPOLLHUP of
+// a socket not yet connected, only turns the skip off.
 #pragma once
 
 #include <atomic>
@@ -52,6 +73,11 @@ struct alignas(64) Descriptor {
   Reactor* reactor = nullptr;
   DescriptorPool* pool = nullptr;
   Descriptor* next_free = nullptr;  // the pool's free list (pool lock held)
+  // Short reads (above). hung_up: the poller saw EPOLLRDHUP, EPOLLHUP or
+  // EPOLLERR; sticky until reuse. rx_drained: the last read was short; only
+  // the socket's reader touches it (atomic so that misuse stays defined).
+  std::atomic<std::uint8_t> hung_up{0};
+  std::atomic<std::uint8_t> rx_drained{0};
 
   static constexpr std::uint32_t kClosed = 1u << 31;
   static constexpr std::uint32_t kReleased = 1u << 30;
@@ -60,6 +86,19 @@ struct alignas(64) Descriptor {
   static constexpr std::uint32_t kOpsMask = kRecycled - 1;
 
   int fileno() const noexcept { return fd.load(std::memory_order_relaxed); }
+
+  // The poller's half of "Short reads": before it hands the event to the
+  // slots.
+  void mark_hung_up() noexcept {
+    hung_up.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  // The reader's half: may the next read wait without trying recv first?
+  bool read_may_skip() const noexcept {
+    if (rx_drained.load(std::memory_order_relaxed) == 0) return false;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return hung_up.load(std::memory_order_relaxed) == 0;
+  }
 
   std::uint64_t token() const noexcept {
     return static_cast<std::uint64_t>(gen.load(std::memory_order_relaxed)) << 32 | index;
@@ -83,6 +122,8 @@ struct alignas(64) Descriptor {
   // Closes the fd and recycles the descriptor when their time has come.
   void settle(std::uint32_t v) noexcept;
 };
+
+static_assert(sizeof(Descriptor) == 64, "a descriptor is one cache line");
 
 // Scoped op_begin/op_end. Check ok() before touching the fd.
 class OpGuard {

@@ -341,9 +341,16 @@ std::size_t TcpStream::read(std::span<std::byte> buf, std::error_code& ec) {
   }
   std::int64_t deadline = detail::kNoDeadline;
   if (read_timeout_.count() > 0) deadline = deadline_after(read_timeout_);
+  // After a short read, wait first: the recv would only say EAGAIN
+  // (reactor/descriptor.hpp, "Short reads").
+  if (!buf.empty() && d_->read_may_skip() && !await(d_, detail::kRead, deadline, ec)) return 0;
   for (;;) {
     ssize_t n = ::recv(d_->fileno(), buf.data(), buf.size(), 0);
-    if (n >= 0) return static_cast<std::size_t>(n);
+    if (n >= 0) {
+      const bool short_read = n > 0 && static_cast<std::size_t>(n) < buf.size();
+      d_->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
+      return static_cast<std::size_t>(n);
+    }
     int e = errno;
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {

@@ -127,6 +127,7 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
     }
     Descriptor* d = pool_.lookup(token);
     if (!d) continue;  // a socket closed since; its slot may be someone else's now
+    if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->mark_hung_up();  // before the slots
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kRead);
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kWrite);
   }

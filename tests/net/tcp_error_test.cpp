@@ -109,6 +109,38 @@ TEST(NetTcp, HalfCloseDeliversEverythingBothWays) {
   });
 }
 
+// After a short read, read() waits without trying recv first (reactor/
+// descriptor.hpp, "Short reads"). Here the data and the FIN arrive while the
+// only worker is busy, so one epoll event carries both, and the reader
+// consumes it before its short read: no later event will come. The hang-up
+// mark must make the next read call recv and see the end, not wait for ever
+// (the read timeout turns that into ETIMEDOUT).
+TEST(NetTcp, ShortReadThenFinInOneEventReadsTheEnd) {
+  Runtime rt{Config{.workers = 1}};
+  rt.block_on([] {
+    Pair p = connect_pair();
+    p.server.set_read_timeout(5s);
+    std::byte msg[10];
+    chronos::test::fill_message(msg, 3, 0);
+    auto reader = chronos::go([&] {
+      std::byte buf[64];
+      std::size_t first = p.server.read(buf);  // parks: nothing has arrived yet
+      EXPECT_EQ(first, sizeof msg);
+      EXPECT_EQ(std::memcmp(buf, msg, sizeof msg), 0);
+      std::error_code ec;
+      std::size_t second = p.server.read(buf, ec);
+      EXPECT_FALSE(ec) << ec.message();
+      return second;
+    });
+    chronos::yield();  // the reader runs and parks
+    // Plain system calls, no switch in between: the worker polls only after.
+    const int fd = p.client.native_handle();
+    ASSERT_EQ(::send(fd, msg, sizeof msg, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof msg));
+    ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+    EXPECT_EQ(reader.join(), 0u);
+  });
+}
+
 TEST(NetTcp, ClosingAnFdWakesTheFiberParkedOnIt) {
   const int fds_before = chronos::test::open_fds();
   {
