@@ -45,15 +45,20 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   f->next = nullptr;
   f->ctx = nullptr;
   // The name: copied only when there is one, cleared only when a previous
-  // fiber left one, so that an unnamed spawn writes no cold line for it.
-  if (std::size_t n = std::min(opts.name.size(), kNameCapacity - 1); n || f->name[0]) {
+  // fiber left one, so that an unnamed spawn does not touch the cold line.
+  if (std::size_t n = std::min(opts.name.size(), kNameCapacity - 1);
+      n || (f->cold & Fiber::kColdName)) {
     std::memcpy(f->name, opts.name.data(), n);
     f->name[n] = '\0';
+    f->cold = static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
   }
   f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, opts.small_stack,
                                   opts.preserve_fp_env),
                  std::memory_order_relaxed);
-  if (opts.stop_token.stop_possible()) f->stop = opts.stop_token;  // (retire_fiber empties it)
+  if (opts.stop_token.stop_possible()) {
+    f->stop = opts.stop_token;  // (retire_fiber empties it)
+    f->cold |= Fiber::kColdStop;
+  }
   if (opts.preserve_fp_env) {
     f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
     f->fp_x87_cw = 0x037F;
@@ -95,7 +100,10 @@ void destroy_payload(Fiber* f) noexcept {
 Stack* retire_fiber(Fiber* f) noexcept {
   destroy_payload(f);
   arch::sanitizer_destroy_fiber(f->san);
-  f->stop = {};
+  if (f->cold & Fiber::kColdStop) {
+    f->stop = {};
+    f->cold &= ~Fiber::kColdStop;
+  }
   return f->eager && f->stack ? unbind_stack(f) : nullptr;
 }
 

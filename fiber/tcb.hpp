@@ -1,9 +1,14 @@
 // fiber/tcb.hpp: the task control block, chronos's record of one fiber.
 //
 // Where it lives. TCBs are carved side by side from chunks (fiber/fiber_pool.hpp),
-// apart from stacks (fiber/stack_pool.hpp). A TCB is 192 bytes: one cache line
-// that every switch, spawn and join touches, two of cold fields, and room for a
-// small payload (the callable and its result, chronos/detail/spawn.hpp).
+// apart from stacks (fiber/stack_pool.hpp). A TCB is 192 bytes, three cache
+// lines: a hot one that every switch, spawn and join touches; a warm one that
+// spawn, the first switch and exit touch, which holds the stack fields and
+// room for a small payload (the callable and its result,
+// chronos/detail/spawn.hpp); and a cold one (name, stop token, what it waits
+// on) that a fiber which is spawned, runs and exits never touches. A burst of
+// a million fibers outgrows every cache, so each line a fiber touches is
+// memory traffic: two lines, not three.
 //
 // Binding. A fiber and a stack meet in one of two ways:
 //   lazily   a small-stack fiber whose payload fits the TCB (kTcbPayload bytes)
@@ -151,22 +156,30 @@ struct alignas(64) Fiber {
   void* payload = nullptr;              // callable + result: in inline_payload or on the stack
   FiberId id = 0;
 
-  // ---- cold ----
+  // ---- warm: spawn, the first switch and exit touch it; parking does not ----
   RuntimeImpl* rt = nullptr;
-  Stack* stack = nullptr;          // the bound stack, or null (see "Binding")
-  std::exception_ptr error;        // what escaped the body, until joined or reported
-  std::uintptr_t wait_detail = 0;  // see WaitKind
+  Stack* stack = nullptr;             // the bound stack, or null (see "Binding")
+  std::exception_ptr error;           // what escaped the body, until joined or reported
+  std::uint32_t stack_size = 0;       // usable bytes from stack_lo up to the payload or header
+  WaitKind wait_kind = WaitKind::kNone;
+  bool unwinding = false;             // resumed only to be unwound (runtime shutdown)
+  bool eager = false;                 // bound at spawn, payload on the stack (see "Binding")
+  std::uint8_t cold = 0;              // which cold fields hold something (kCold* below)
+  alignas(16) unsigned char inline_payload[kTcbPayload];
+
+  // ---- cold: a fiber that is spawned, runs and exits never touches it ----
   std::int64_t wait_since = 0;     // when it parked, on the runtime's coarse clock (now_ns)
-  std::stop_token stop;            // blocking calls watch it (chronos/cancel.hpp)
-  char name[kNameCapacity] = {};
-  std::uint32_t stack_size = 0;      // usable bytes from stack_lo up to the payload or header
+  std::uintptr_t wait_detail = 0;  // see WaitKind
+  std::stop_token stop;            // blocking calls watch it (chronos/cancel.hpp); kColdStop
+  char name[kNameCapacity] = {};   // kColdName while not empty
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
-  WaitKind wait_kind = WaitKind::kNone;
-  bool unwinding = false;  // resumed only to be unwound (runtime shutdown)
-  bool eager = false;      // bound at spawn, payload on the stack (see "Binding")
   [[no_unique_address]] arch::SanitizerState san;
-  alignas(16) unsigned char inline_payload[kTcbPayload];
+
+  // Bits of `cold`: set while the field may hold something to clear, so that
+  // spawn and release look at the warm line only.
+  static constexpr std::uint8_t kColdName = 1;
+  static constexpr std::uint8_t kColdStop = 2;
 
   FiberState load_state() const noexcept {
     return state_word::state(state.load(std::memory_order_relaxed));
@@ -181,9 +194,12 @@ struct alignas(64) Fiber {
   }
 };
 
-// The first cache line holds the hot fields; the README states the sizes.
+// The first cache line holds the hot fields, the second the warm ones and
+// the inline payload, the third the cold ones; the README states the sizes.
 static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64,
               "the hot part of the TCB must fit one cache line");
+static_assert(offsetof(Fiber, rt) == 64 && offsetof(Fiber, inline_payload) + kTcbPayload == 128,
+              "the warm part of the TCB and the inline payload must fill the second line");
 static_assert(alignof(Fiber) == 64);
 #if !CHRONOS_ASAN && !CHRONOS_TSAN
 static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of this file)");

@@ -169,6 +169,7 @@ CancelScope::CancelScope(std::stop_token token) : token_(std::move(token)) {
   if (!w || w->current == &w->main)
     throw std::logic_error("chronos: this_fiber::CancelScope created outside a fiber");
   saved_ = std::exchange(w->current->stop, token_);
+  w->current->cold |= detail::Fiber::kColdStop;  // retire_fiber empties it
 }
 
 CancelScope::~CancelScope() {

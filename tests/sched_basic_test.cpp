@@ -10,7 +10,9 @@
 #include <cfenv>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.hpp"
@@ -267,6 +269,29 @@ TEST(Fiber, IdsAreUniqueAndNamesAreKept) {
   EXPECT_NE(a, b);
   EXPECT_EQ(name, "alpha");
   EXPECT_EQ(truncated, std::string(31, 'x'));
+}
+
+// A TCB is reused at once (the worker's cache is LIFO), and its name and
+// stop token live on a line that spawn and release skip unless a flag says
+// they hold something: the next fiber must see neither.
+TEST(Fiber, AReusedTcbKeepsNeitherTheNameNorTheStopTokenOfTheFiberBefore) {
+  one_worker().block_on([] {
+    std::stop_source src;
+    for (int i = 0; i < 64; ++i) {
+      auto named = chronos::go(SpawnOptions{.name = "named", .stop_token = src.get_token()}, [] {
+        return std::make_pair(std::string(chronos::this_fiber::name()),
+                              chronos::this_fiber::stop_token().stop_possible());
+      });
+      EXPECT_EQ(named.join(), std::make_pair(std::string("named"), true));
+      for (bool small : {true, false}) {
+        auto plain = chronos::go(SpawnOptions{.small_stack = small}, [] {
+          return std::make_pair(std::string(chronos::this_fiber::name()),
+                                chronos::this_fiber::stop_token().stop_possible());
+        });
+        EXPECT_EQ(plain.join(), std::make_pair(std::string(), false)) << "round " << i;
+      }
+    }
+  });
 }
 
 TEST(Fiber, ThisFiberIdMatchesTheHandle) {
