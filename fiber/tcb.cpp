@@ -50,7 +50,8 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
       n || (f->cold & Fiber::kColdName)) {
     std::memcpy(f->name, opts.name.data(), n);
     f->name[n] = '\0';
-    f->cold = static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
+    f->cold =
+        static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
   }
   f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, opts.small_stack,
                                   opts.preserve_fp_env),

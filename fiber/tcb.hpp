@@ -158,20 +158,20 @@ struct alignas(64) Fiber {
 
   // ---- warm: spawn, the first switch and exit touch it; parking does not ----
   RuntimeImpl* rt = nullptr;
-  Stack* stack = nullptr;             // the bound stack, or null (see "Binding")
-  std::exception_ptr error;           // what escaped the body, until joined or reported
-  std::uint32_t stack_size = 0;       // usable bytes from stack_lo up to the payload or header
+  Stack* stack = nullptr;        // the bound stack, or null (see "Binding")
+  std::exception_ptr error;      // what escaped the body, until joined or reported
+  std::uint32_t stack_size = 0;  // usable bytes from stack_lo up to the payload or header
   WaitKind wait_kind = WaitKind::kNone;
-  bool unwinding = false;             // resumed only to be unwound (runtime shutdown)
-  bool eager = false;                 // bound at spawn, payload on the stack (see "Binding")
-  std::uint8_t cold = 0;              // which cold fields hold something (kCold* below)
+  bool unwinding = false;  // resumed only to be unwound (runtime shutdown)
+  bool eager = false;      // bound at spawn, payload on the stack (see "Binding")
+  std::uint8_t cold = 0;   // which cold fields hold something (kCold* below)
   alignas(16) unsigned char inline_payload[kTcbPayload];
 
   // ---- cold: a fiber that is spawned, runs and exits never touches it ----
-  std::int64_t wait_since = 0;     // when it parked, on the runtime's coarse clock (now_ns)
-  std::uintptr_t wait_detail = 0;  // see WaitKind
-  std::stop_token stop;            // blocking calls watch it (chronos/cancel.hpp); kColdStop
-  char name[kNameCapacity] = {};   // kColdName while not empty
+  std::int64_t wait_since = 0;       // when it parked, on the runtime's coarse clock (now_ns)
+  std::uintptr_t wait_detail = 0;    // see WaitKind
+  std::stop_token stop;              // blocking calls watch it (chronos/cancel.hpp); kColdStop
+  char name[kNameCapacity] = {};     // kColdName while not empty
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
   std::uint16_t fp_x87_cw = 0x037F;  // switched out (the inline switch does not save it)
   [[no_unique_address]] arch::SanitizerState san;
