@@ -35,6 +35,7 @@
 //          against capacity proves the owner has not overwritten it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -78,6 +79,21 @@ class ChaseLevDeque {
     slots_[static_cast<std::size_t>(b) & mask_].store(f, std::memory_order_relaxed);
     bottom_.store(b + 1, std::memory_order_release);  // release: publishes the slot to thieves
     return true;
+  }
+
+  // Owner only. Pushes as many of in[0..n) as fit, in order, and publishes
+  // them with one release store of `bottom` (push() does one per fiber).
+  // Returns how many it pushed.
+  std::size_t push_some(Fiber* const* in, std::size_t n) noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    auto room = [&] { return static_cast<std::int64_t>(mask_) + 1 - (b - top_seen_); };
+    if (room() < static_cast<std::int64_t>(n)) top_seen_ = top_.load(std::memory_order_acquire);
+    const std::size_t k = std::min(n, static_cast<std::size_t>(std::max<std::int64_t>(room(), 0)));
+    for (std::size_t i = 0; i < k; ++i)
+      slots_[static_cast<std::size_t>(b + static_cast<std::int64_t>(i)) & mask_].store(
+          in[i], std::memory_order_relaxed);
+    if (k) bottom_.store(b + static_cast<std::int64_t>(k), std::memory_order_release);  // as push()
+    return k;
   }
 
   // Owner only. True if the deque is certainly empty, without a fence: only

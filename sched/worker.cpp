@@ -138,11 +138,18 @@ Fiber* Worker::take_injected() noexcept {
   Fiber* batch[kStealBatch];
   std::size_t n = rt->inject_pop(batch, kInjectBatch);
   if (n == 0) return nullptr;
-  for (std::size_t k = 1; k < n; ++k) {
-    batch[k]->set_state(FiberState::kReady, this);
-    PriorityClass c = class_of(batch[k]);
-    while (!deques_[c].push(batch[k])) overflow(c);
+  // The rest go to the deques, a run of one class at a time in one bulk push
+  // (usually the whole batch is one class).
+  for (std::size_t k = 1; k < n;) {
+    const PriorityClass c = class_of(batch[k]);
+    std::size_t end = k;
+    for (; end < n && class_of(batch[end]) == c; ++end)
+      batch[end]->set_state(FiberState::kReady, this);
     maybe_queued_ |= 1u << c;
+    while (k < end) {
+      k += deques_[c].push_some(batch + k, end - k);
+      if (k < end) overflow(c);
+    }
   }
   return batch[0];
 }

@@ -1,5 +1,5 @@
-// tests/sched_deque_test.cpp: the Chase-Lev deque on its own: order, the
-// race for the last item, concurrent stealing, and a randomized comparison
+// tests/sched_deque_test.cpp: the Chase-Lev deque on its own: order, bulk
+// pushes, the race for the last item, concurrent stealing, and a randomized comparison
 // against a plain std::deque model.
 #include <gtest/gtest.h>
 
@@ -54,6 +54,28 @@ TEST(Deque, PushReportsAFullRingAndLosesNothing) {
   std::vector<std::size_t> rest;
   while (Fiber* f = d.pop()) rest.push_back(index_of(f));
   EXPECT_EQ(rest, (std::vector<std::size_t>{8, 7, 6, 5, 4}));
+}
+
+TEST(Deque, BulkPushFillsWhatFitsInOrderAndStealsSeeIt) {
+  ChaseLevDeque d(8);
+  Fiber* in[12];
+  for (std::size_t i = 0; i < 12; ++i) in[i] = fake(i);
+  EXPECT_EQ(d.push_some(in, 3), 3u);
+  ASSERT_TRUE(d.push(fake(50)));
+  EXPECT_EQ(d.push_some(in + 3, 9), 4u);  // room for 4 more: 3, 4, 5, 6
+  EXPECT_EQ(d.push_some(in + 7, 5), 0u);  // full: nothing changes
+  EXPECT_EQ(d.size(), 8u);
+  Fiber* got[8];
+  EXPECT_EQ(d.steal(got, 2), 2u);  // oldest first: the bulk push kept the order
+  EXPECT_EQ(got[0], fake(0));
+  EXPECT_EQ(got[1], fake(1));
+  // Room again, past the end of the ring (the indices wrap).
+  EXPECT_EQ(d.push_some(in + 7, 5), 2u);
+  const std::size_t expect_lifo[] = {8, 7, 6, 5, 4, 3, 50, 2};
+  for (std::size_t i : expect_lifo) EXPECT_EQ(d.pop(), fake(i));
+  EXPECT_EQ(d.pop(), nullptr);
+  EXPECT_EQ(d.push_some(in, 0), 0u);
+  EXPECT_TRUE(d.empty());
 }
 
 TEST(Deque, TheLastItemGoesToExactlyOneSide) {
@@ -158,7 +180,17 @@ TEST(Deque, RandomOperationsMatchASequentialModel) {
     std::deque<Fiber*> model;
     std::size_t next = 0;
     for (int op = 0; op < 2000; ++op) {
-      switch (rng() % 3) {
+      switch (rng() % 4) {
+        case 3: {  // a bulk push takes what fits, in order
+          Fiber* in[6];
+          const std::size_t n = 1 + rng() % 6;
+          for (std::size_t i = 0; i < n; ++i) in[i] = fake(next + i);
+          const std::size_t k = d.push_some(in, n);
+          ASSERT_EQ(k, std::min(n, 16 - model.size()));
+          for (std::size_t i = 0; i < k; ++i) model.push_back(in[i]);
+          next += n;
+          break;
+        }
         case 0: {
           bool ok = d.push(fake(next));
           ASSERT_EQ(ok, model.size() < 16);
