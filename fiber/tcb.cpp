@@ -25,7 +25,7 @@ const char* to_string(FiberState s) noexcept {
 }
 
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
-                Stack* eager, arch::EntryFn entry) {
+                Stack* eager, arch::EntryFn entry, const void* queue) {
   // Eager: the payload goes right below the stack's header, the stack below
   // the payload. Lazy: the payload goes in the TCB.
   void* payload = f->inline_payload;
@@ -53,7 +53,7 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
     f->cold =
         static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
   }
-  f->state.store(state_word::pack(FiberState::kReady, nullptr, opts.priority, opts.small_stack,
+  f->state.store(state_word::pack(FiberState::kReady, queue, opts.priority, opts.small_stack,
                                   opts.preserve_fp_env),
                  std::memory_order_relaxed);
   if (opts.stop_token.stop_possible()) {

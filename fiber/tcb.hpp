@@ -185,7 +185,7 @@ struct alignas(64) Fiber {
     return state_word::state(state.load(std::memory_order_relaxed));
   }
   // Owner-only transition (see "States"): one relaxed store of state and pointer.
-  void set_state(FiberState s, const void* where) noexcept {
+  [[gnu::always_inline]] void set_state(FiberState s, const void* where) noexcept {
     std::uint64_t w = state.load(std::memory_order_relaxed);
     state.store(state_word::with(w, s, where), std::memory_order_relaxed);
   }
@@ -214,9 +214,10 @@ inline bool binds_at_spawn(const SpawnOptions& opts, const PayloadOps* ops) noex
 // Fills in a pooled TCB for a new fiber and constructs its payload (may throw,
 // leaving the TCB and stack untouched for release). `eager`: the stack to bind
 // now, with the payload on it; null to bind lazily, with the payload in the
-// TCB (binds_at_spawn must be false).
+// TCB (binds_at_spawn must be false). The fiber starts Ready, with `queue`
+// as its state word's pointer (the worker whose queue it goes to, or null).
 void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
-                Stack* eager, arch::EntryFn entry);
+                Stack* eager, arch::EntryFn entry, const void* queue = nullptr);
 
 // Binds stack s to f, which has none, and makes f's first context on it.
 void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept;

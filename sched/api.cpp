@@ -88,14 +88,13 @@ Fiber* spawn_here(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
   Stack* eager = nullptr;
   try {
     if (binds_at_spawn(opts, ops)) eager = w->acquire_stack(opts.small_stack);
-    init_fiber(f, opts, ops, src, w->next_id(), eager, &fiber_main);
+    init_fiber(f, opts, ops, src, w->next_id(), eager, &fiber_main, w);
   } catch (...) {
     if (eager) w->release_stack(eager);
     w->release_fiber(f);
     throw;
   }
   w->spawned.bump();
-  f->set_state(FiberState::kReady, w);
   if (w->trace) [[unlikely]]
     w->trace->record(TraceKind::kSpawn, f->id, opts.priority);
   w->push(f);
