@@ -132,33 +132,48 @@ void StackPool::map_slab() {
 }
 
 std::size_t StackPool::take(Stack** out, std::size_t n) {
-  std::lock_guard lock(mu_);
-  std::size_t got = 0;
-  while (got < n && free_) {
-    out[got++] = free_;
-    free_ = free_->next;
-  }
-  nfree_.store(nfree_.load(std::memory_order_relaxed) - got, std::memory_order_relaxed);
-  while (got < n && !trimmed_.empty()) {
-    out[got++] = prepare(trimmed_.back().lo, trimmed_.back().first_in_slab);
-    trimmed_.pop_back();
-  }
-  if (got > 0) return got;
-  // Nothing free: map. A normal stack is mapped one at a time (each is its own
-  // mapping anyway); small slots come from the current slab.
-  if (!small_) {
-    map_normal(out);
-    return 1;
-  }
-  while (got < n) {
-    if (bump_ == bump_end_) {
-      if (got > 0) break;
-      map_slab();
+  // Slots that need a header (fresh ones, and trimmed ones whose pages were
+  // returned) are only reserved under the lock and prepared after it: writing
+  // the header faults in the slot's top page, and the other workers' refills
+  // must not queue behind those faults. (A fiber whose stack lies just above
+  // a reserved slot may read that slot's canary meanwhile: it reads 0, which
+  // slot_below's users take as "not in use", or the canary itself.)
+  n = std::min(n, kMaxTake);
+  char* lo[kMaxTake];
+  bool first[kMaxTake];
+  std::size_t got = 0, fresh = 0;
+  {
+    std::lock_guard lock(mu_);
+    while (got < n && free_) {
+      out[got++] = free_;
+      free_ = free_->next;
     }
-    out[got++] = prepare(bump_, bump_ == slabs_.back().first + page_);
-    bump_ += slot_size_;
-    mapped_.fetch_add(1, std::memory_order_relaxed);
+    nfree_.store(nfree_.load(std::memory_order_relaxed) - got, std::memory_order_relaxed);
+    while (got + fresh < n && !trimmed_.empty()) {
+      lo[fresh] = trimmed_.back().lo;
+      first[fresh++] = trimmed_.back().first_in_slab;
+      trimmed_.pop_back();
+    }
+    if (got + fresh == 0) {
+      // Nothing free: map. A normal stack is mapped one at a time (each is
+      // its own mapping anyway); small slots come from the current slab.
+      if (!small_) {
+        map_normal(out);
+        return 1;
+      }
+      while (fresh < n) {
+        if (bump_ == bump_end_) {
+          if (fresh > 0) break;
+          map_slab();
+        }
+        lo[fresh] = bump_;
+        first[fresh++] = bump_ == slabs_.back().first + page_;
+        bump_ += slot_size_;
+        mapped_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
   }
+  for (std::size_t i = 0; i < fresh; ++i) out[got++] = prepare(lo[i], first[i]);
   return got;
 }
 

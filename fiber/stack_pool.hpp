@@ -65,7 +65,8 @@ class StackPool {
   StackPool(const StackPool&) = delete;
   StackPool& operator=(const StackPool&) = delete;
 
-  // Takes between 1 and n free stacks into out, mapping more if none are free.
+  // Takes between 1 and min(n, kMaxTake) free stacks into out, mapping more if
+  // none are free.
   // Throws std::system_error (ENOMEM) naming the limit that was hit.
   std::size_t take(Stack** out, std::size_t n);
   // Returns stacks nobody runs on. Never unmaps: a burst keeps its stacks warm
@@ -107,6 +108,8 @@ class StackPool {
 
   // Bytes reserved at the top of every slot above the header (holds the canary).
   static constexpr std::size_t kTail = 64;
+  // The most one take() hands out.
+  static constexpr std::size_t kMaxTake = 64;
 
  private:
   // Builds the header at the top of a fresh (or trimmed) slot.

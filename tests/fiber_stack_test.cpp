@@ -3,10 +3,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fiber/fiber_pool.hpp"
@@ -160,6 +163,49 @@ TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
     EXPECT_EQ(f->pool, &small);
   }
   small.give(again.data(), again.size());
+}
+
+// take() reserves fresh slots under its lock and writes their headers after
+// it, so two workers refilling at once fault their pages in parallel. Every
+// slot must still be handed out once, with its header and canary in place,
+// and a canary read of the slot below (a switch's overflow check) sees either
+// nothing yet or the canary, never anything else.
+TEST(StackPool, ConcurrentTakesHandOutDistinctPreparedSlots) {
+  StackPool pool(16 * 1024, true);
+  constexpr std::size_t kPerThread = 3000;
+  std::vector<Stack*> got[2];
+  std::atomic<bool> bad_below{false};
+  auto taker = [&](std::vector<Stack*>& mine) {
+    Stack* batch[256];
+    while (mine.size() < kPerThread) {
+      std::size_t n = pool.take(batch, 256);
+      ASSERT_GE(n, 1u);
+      ASSERT_LE(n, StackPool::kMaxTake);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (Stack* below = pool.slot_below(batch[i])) {
+          std::uint64_t c = StackPool::load_canary(below);
+          if (c != 0 && c != StackPool::canary_value(below)) bad_below = true;
+        }
+        mine.push_back(batch[i]);
+      }
+    }
+  };
+  std::thread a(taker, std::ref(got[0])), b(taker, std::ref(got[1]));
+  a.join();
+  b.join();
+  EXPECT_FALSE(bad_below.load());
+  std::set<Stack*> all;
+  for (auto& mine : got)
+    for (Stack* s : mine) {
+      EXPECT_TRUE(all.insert(s).second) << "a slot handed out twice";
+      EXPECT_EQ(s->pool, &pool);
+      EXPECT_TRUE(StackPool::canary_intact(s));
+      EXPECT_EQ(s->top() - s->lo,
+                static_cast<std::ptrdiff_t>(pool.slot_size() - sizeof(Stack) - StackPool::kTail));
+    }
+  EXPECT_EQ(all.size(), got[0].size() + got[1].size());
+  EXPECT_GE(all.size(), 2 * kPerThread);
+  for (auto& mine : got) pool.give(mine.data(), mine.size());
 }
 
 TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
