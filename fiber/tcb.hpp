@@ -2,13 +2,15 @@
 //
 // Where it lives. TCBs are carved side by side from chunks (fiber/fiber_pool.hpp),
 // apart from stacks (fiber/stack_pool.hpp). A TCB is 192 bytes, three cache
-// lines: a hot one that every switch, spawn and join touches; a warm one that
-// spawn, the first switch and exit touch, which holds the stack fields and
-// room for a small payload (the callable and its result,
+// lines: a hot one that every switch, spawn, join and exit reads and writes,
+// which holds the state and the stack fields; a warm one that spawn writes
+// and the fiber then only reads (the payload pointer, id, runtime, escaped
+// exception and room for a small payload: the callable and its result,
 // chronos/detail/spawn.hpp); and a cold one (name, stop token, what it waits
 // on) that a fiber which is spawned, runs and exits never touches. A burst of
 // a million fibers outgrows every cache, so each line a fiber touches is
-// memory traffic: two lines, not three.
+// memory traffic: two lines, not three, and of those only the hot one is
+// dirtied again, and written back again, while the fiber runs.
 //
 // Binding. A fiber and a stack meet in one of two ways:
 //   lazily   a small-stack fiber whose payload fits the TCB (kTcbPayload bytes)
@@ -145,26 +147,27 @@ inline constexpr std::size_t kNameCapacity = 32;
 inline constexpr std::size_t kTcbPayload = 32;
 
 struct alignas(64) Fiber {
-  // ---- hot: everything a switch, spawn or join touches ----
+  // ---- hot: everything a switch, spawn, join or exit reads or writes ----
   // see "The state word". A TCB that holds no fiber reads Done.
   std::atomic<std::uint64_t> state{static_cast<std::uint64_t>(FiberState::kDone)};
   std::atomic<std::uintptr_t> join{0};  // see "The join word"
   arch::Context ctx = nullptr;          // saved context while not running; null: never ran
-  Fiber* next = nullptr;                // intrusive link: run queue or pool free list
+  Fiber* next = nullptr;                // intrusive link: yield and wait lists
   char* stack_lo = nullptr;             // lowest usable byte of the bound stack
+  Stack* stack = nullptr;               // the bound stack, or null (see "Binding")
   const PayloadOps* ops = nullptr;      // the payload's type-erased operations
-  void* payload = nullptr;              // callable + result: in inline_payload or on the stack
-  FiberId id = 0;
-
-  // ---- warm: spawn, the first switch and exit touch it; parking does not ----
-  RuntimeImpl* rt = nullptr;
-  Stack* stack = nullptr;        // the bound stack, or null (see "Binding")
-  std::exception_ptr error;      // what escaped the body, until joined or reported
-  std::uint32_t stack_size = 0;  // usable bytes from stack_lo up to the payload or header
+  std::uint32_t stack_size = 0;         // usable bytes from stack_lo up to the payload or header
   WaitKind wait_kind = WaitKind::kNone;
   bool unwinding = false;  // resumed only to be unwound (runtime shutdown)
   bool eager = false;      // bound at spawn, payload on the stack (see "Binding")
   std::uint8_t cold = 0;   // which cold fields hold something (kCold* below)
+
+  // ---- warm: written at spawn, only read while the fiber runs and exits ----
+  // (A fiber with a result writes it into its payload.)
+  void* payload = nullptr;  // callable + result: in inline_payload or on the stack
+  FiberId id = 0;
+  RuntimeImpl* rt = nullptr;
+  std::exception_ptr error;  // what escaped the body, until joined or reported
   alignas(16) unsigned char inline_payload[kTcbPayload];
 
   // ---- cold: a fiber that is spawned, runs and exits never touches it ----
@@ -196,9 +199,9 @@ struct alignas(64) Fiber {
 
 // The first cache line holds the hot fields, the second the warm ones and
 // the inline payload, the third the cold ones; the README states the sizes.
-static_assert(offsetof(Fiber, id) + sizeof(FiberId) <= 64,
-              "the hot part of the TCB must fit one cache line");
-static_assert(offsetof(Fiber, rt) == 64 && offsetof(Fiber, inline_payload) + kTcbPayload == 128,
+static_assert(offsetof(Fiber, cold) < 64, "the hot part of the TCB must fit one cache line");
+static_assert(offsetof(Fiber, payload) == 64 &&
+                  offsetof(Fiber, inline_payload) + kTcbPayload == 128,
               "the warm part of the TCB and the inline payload must fill the second line");
 static_assert(alignof(Fiber) == 64);
 #if !CHRONOS_ASAN && !CHRONOS_TSAN
