@@ -48,7 +48,7 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   // fiber left one, so that an unnamed spawn does not touch the cold line.
   if (std::size_t n = std::min(opts.name.size(), kNameCapacity - 1);
       n || (f->cold & Fiber::kColdName)) {
-    std::memcpy(f->name, opts.name.data(), n);
+    if (n) std::memcpy(f->name, opts.name.data(), n);  // data() may be null when empty
     f->name[n] = '\0';
     f->cold =
         static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
