@@ -102,12 +102,23 @@ char* StackPool::map_guarded(std::size_t len) const {
   return static_cast<char*>(p);
 }
 
+// Called without mu_: the mmap, the mprotect and the header's page fault
+// happen outside it, and only the list of all stacks is edited under it.
 void StackPool::map_normal(Stack** out) {
   char* p = map_guarded(page_ + slot_size_);
-  *out = prepare(p + page_, false);
-  (*out)->pool_index = static_cast<std::uint32_t>(normals_.size());
-  normals_.push_back(*out);
+  Stack* s = prepare(p + page_, false);
+  try {
+    std::lock_guard lock(mu_);
+    s->pool_index = static_cast<std::uint32_t>(normals_.size());
+    normals_.push_back(s);
+  } catch (...) {
+    arch::valgrind_stack_deregister(s->valgrind_id);
+    s->~Stack();
+    ::munmap(p, page_ + slot_size_);
+    throw;
+  }
   mapped_.fetch_add(1, std::memory_order_relaxed);
+  *out = s;
 }
 
 void StackPool::unmap_normal(Stack* s) noexcept {
@@ -135,13 +146,15 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
   // Slots that need a header (fresh ones, and trimmed ones whose pages were
   // returned) are only reserved under the lock and prepared after it: writing
   // the header faults in the slot's top page, and the other workers' refills
-  // must not queue behind those faults. (A fiber whose stack lies just above
-  // a reserved slot may read that slot's canary meanwhile: it reads 0, which
-  // slot_below's users take as "not in use", or the canary itself.)
+  // must not queue behind those faults. A new normal stack is mapped after
+  // it too. (A fiber whose stack lies just above a reserved slot may read
+  // that slot's canary meanwhile: it reads 0, which slot_below's users take
+  // as "not in use", or the canary itself.)
   n = std::min(n, kMaxTake);
   char* lo[kMaxTake];
   bool first[kMaxTake];
   std::size_t got = 0, fresh = 0;
+  bool map_one_normal = false;
   {
     std::lock_guard lock(mu_);
     while (got < n && free_) {
@@ -157,11 +170,8 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
     if (got + fresh == 0) {
       // Nothing free: map. A normal stack is mapped one at a time (each is
       // its own mapping anyway); small slots come from the current slab.
-      if (!small_) {
-        map_normal(out);
-        return 1;
-      }
-      while (fresh < n) {
+      map_one_normal = !small_;
+      while (small_ && fresh < n) {
         if (bump_ == bump_end_) {
           if (fresh > 0) break;
           map_slab();
@@ -172,6 +182,10 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
         mapped_.fetch_add(1, std::memory_order_relaxed);
       }
     }
+  }
+  if (map_one_normal) {
+    map_normal(out);
+    return 1;
   }
   for (std::size_t i = 0; i < fresh; ++i) out[got++] = prepare(lo[i], first[i]);
   return got;

@@ -214,6 +214,31 @@ TEST(StackPool, ConcurrentTakesHandOutDistinctPreparedSlots) {
   for (auto& mine : got) pool.give(mine.data(), mine.size());
 }
 
+// A new normal stack is mapped outside the pool's lock too; the list of
+// all stacks, edited under it, must still hold each one once.
+TEST(StackPool, ConcurrentNormalMappingsAreEachCountedOnce) {
+  StackPool pool(64 * 1024, false);
+  std::vector<Stack*> got[2];
+  auto taker = [&](std::vector<Stack*>& mine) {
+    for (int i = 0; i < 200; ++i) {
+      Stack* s = nullptr;
+      ASSERT_EQ(pool.take(&s, 1), 1u);
+      mine.push_back(s);
+    }
+  };
+  std::thread a(taker, std::ref(got[0])), b(taker, std::ref(got[1]));
+  a.join();
+  b.join();
+  std::set<Stack*> all(got[0].begin(), got[0].end());
+  all.insert(got[1].begin(), got[1].end());
+  EXPECT_EQ(all.size(), 400u);
+  EXPECT_EQ(pool.mapped_slots(), 400u);
+  for (Stack* s : all) EXPECT_EQ(s->pool, &pool);
+  for (auto& mine : got) pool.give(mine.data(), mine.size());
+  EXPECT_EQ(pool.trim(0), 400u);  // unmaps each through the list: all there
+  EXPECT_EQ(pool.mapped_slots(), 0u);
+}
+
 TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
   FiberPool pool(nullptr);
   std::vector<Fiber*> f(100);
