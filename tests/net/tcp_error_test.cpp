@@ -241,7 +241,13 @@ TEST(NetTcp, AcceptBacksOffOnEmfileAndRecovers) {
   // valgrind keeps fds of its own near the limit and emulates RLIMIT_NOFILE.
   if (RUNNING_ON_VALGRIND) GTEST_SKIP() << "fd limits are emulated under valgrind";
 #endif
-  Runtime rt{Config{.workers = 2}};
+  // No slow-fiber watchdog: with every fd taken, its probe's backtrace (whose
+  // libunwind may open and close fds of its own on another thread) could free
+  // an fd behind the test's back, and the accept would then succeed at once.
+  // Seen under TSan, where the filling loop is slow enough to trip it.
+  Config cfg{.workers = 2};
+  cfg.slow_fiber_threshold = {};
+  Runtime rt{cfg};
   rt.block_on([] {
     TcpListener l = TcpListener::bind("127.0.0.1", 0);
     TcpStream c = TcpStream::connect("127.0.0.1", l.local_endpoint().port());  // in the backlog
