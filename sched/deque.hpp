@@ -124,6 +124,17 @@ class ChaseLevDeque {
     return f;
   }
 
+  // Owner only. The fiber the next pop() would return, or null if the deque
+  // looks empty; a hint for prefetching only. A thief may take it first, so
+  // it is not claimed and must not be touched beyond a prefetch (which never
+  // faults). `top` is read relaxed, as owner_sees_empty() does: pop() has just
+  // read it, so the line is at hand.
+  Fiber* peek() const noexcept {
+    const std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    if (b < top_.load(std::memory_order_relaxed)) return nullptr;
+    return slots_[static_cast<std::size_t>(b) & mask_].load(std::memory_order_relaxed);
+  }
+
   // Owner only. Takes up to `max` of the oldest fibers (at most half) with one
   // CAS on top, for moving an overflowing deque's older half elsewhere. Safe
   // where a thief's batch is not (see steal()): the only CAS-free taker, the

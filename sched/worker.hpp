@@ -82,6 +82,8 @@ struct Stash {
     if (n == 0) n = pool.take(items, kBatch);
     return items[--n];
   }
+  // The item the next take() returns, if the stash holds one (a prefetch hint).
+  T* peek() const noexcept { return n ? items[n - 1] : nullptr; }
   template <class Pool>
   void give(Pool& pool, T* x) noexcept {
     if (n == kCapacity) {
@@ -148,7 +150,12 @@ class alignas(64) Worker {
 
   // The caches: inline, a few instructions each; the pools only once per batch.
   // A free TCB; may throw (no memory for a chunk).
-  Fiber* acquire_fiber() { return fibers_.take(*fiber_pool_); }
+  // Prefetches the one after it, which the next spawn fills in.
+  Fiber* acquire_fiber() {
+    Fiber* f = fibers_.take(*fiber_pool_);
+    prefetch_tcb(fibers_.peek());
+    return f;
+  }
   // A finished, released fiber back to the cache.
   void release_fiber(Fiber* f) noexcept { fibers_.give(*fiber_pool_, f); }
   // A free stack; may throw (mapping failed).

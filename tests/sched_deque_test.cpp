@@ -30,7 +30,9 @@ TEST(Deque, OwnerIsLifoThievesAreFifoAndTakeAtMostHalf) {
   ChaseLevDeque d(16);
   for (std::size_t i = 0; i < 10; ++i) ASSERT_TRUE(d.push(fake(i)));
   EXPECT_EQ(d.size(), 10u);
-  EXPECT_EQ(d.pop(), fake(9));  // newest first
+  EXPECT_EQ(d.peek(), fake(9));  // what pop() returns next, not taken
+  EXPECT_EQ(d.pop(), fake(9));   // newest first
+  EXPECT_EQ(d.peek(), fake(8));
   Fiber* got[16];
   EXPECT_EQ(d.steal(got, 16), 5u);                                 // half of 9, rounded up
   for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(got[i], fake(i));  // oldest first
@@ -39,6 +41,7 @@ TEST(Deque, OwnerIsLifoThievesAreFifoAndTakeAtMostHalf) {
   EXPECT_EQ(d.pop(), fake(8));
   EXPECT_EQ(d.pop(), fake(7));
   EXPECT_EQ(d.pop(), nullptr);
+  EXPECT_EQ(d.peek(), nullptr);
   EXPECT_EQ(d.steal(got, 16), 0u);
   EXPECT_TRUE(d.empty());
 }
@@ -219,6 +222,8 @@ TEST(Deque, RandomOperationsMatchASequentialModel) {
         }
       }
       ASSERT_EQ(d.size(), model.size());
+      // peek() is a prefetch hint, exact when nothing races the owner.
+      ASSERT_EQ(d.peek(), model.empty() ? nullptr : model.back());
     }
   }
 }
