@@ -105,8 +105,11 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
   //    the fibers would land on top of that worker's LIFO deque, ahead of
   //    work that has waited longer, and under sustained load the oldest
   //    would starve (measured: p99 ×4). They go to the injection queue, FIFO,
-  //    where an idle worker or the fairness tick takes them.
-  if (timeout_ms == 0) w = nullptr;
+  //    where an idle worker or the fairness tick takes them, collected and
+  //    handed over once per poll: one critical section on the queue and one
+  //    wake-up of a sleeping worker, not one of each per fiber.
+  const bool batch = w && timeout_ms == 0;
+  if (batch) w->begin_injection_batch();
   int woken = 0;
   for (int i = n - 1; i >= 0; --i) {  // n < 0 (EINTR): nothing to do, the caller polls again
     const std::uint64_t token = events_[i].data.u64;
@@ -131,6 +134,7 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kRead);
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kWrite);
   }
+  if (batch) w->end_injection_batch();
   polling_.store(false, std::memory_order_release);  // see the exchange above
   return woken;
 }

@@ -389,16 +389,21 @@ Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, 
 }
 
 bool wake(Worker* w, Fiber* f) noexcept {
-  bool local = w && w->rt == f->rt;
-  if (!claim(f, FiberState::kReady, local ? w : nullptr)) return false;
+  const bool local = w && w->rt == f->rt;
+  // Queued here, unless this worker is collecting what it readies for the
+  // injection queue (a busy worker's I/O poll).
+  Worker* const queue = local && !w->batching_injections() ? w : nullptr;
+  if (!claim(f, FiberState::kReady, queue)) return false;
   if (local ? w->trace != nullptr : f->rt->tracer() != nullptr) [[unlikely]]
     trace_unpark(local ? w : nullptr, f);
-  if (local) {
+  if (queue) {
     if (w->firing_timers) [[unlikely]] {
       w->push_yielded(f);  // timers wake in deadline order: keep it (FIFO)
     } else {
       w->push_next(f);  // woken here: runs next, for locality
     }
+  } else if (local) {
+    w->defer_injection(f);  // one batch per poll (Worker::batching_injections)
   } else {
     f->rt->inject_batch(&f, 1);  // never waits: this may be a worker thread
   }

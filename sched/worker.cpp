@@ -119,6 +119,11 @@ void Worker::push_next(Fiber* f) noexcept {
     if (!polling_idle) rt->notify_work();
 }
 
+void Worker::flush_injections() noexcept {
+  rt->inject_batch(inject_buf_, inject_buf_n_);  // (nothing, if empty)
+  inject_buf_n_ = 0;
+}
+
 void Worker::inject_yielded(Fiber* f) noexcept {
   rt->inject_batch(&f, 1);
 }

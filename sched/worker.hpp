@@ -201,6 +201,21 @@ class alignas(64) Worker {
   // wake another worker each; idle_wait wakes one afterwards if there is more
   // than it can run.
   bool polling_idle = false;
+  // Set while this worker, busy, polls I/O without blocking (its tick): the
+  // fibers it readies are not its to run (see reactor/reactor.cpp, "Where the
+  // readied fibers go"), so wake() collects them here, and the end of the
+  // poll hands them to the injection queue as one batch: one critical
+  // section and one wake-up per poll instead of one per fiber.
+  bool batching_injections() const noexcept { return inject_batching_; }
+  void begin_injection_batch() noexcept { inject_batching_ = true; }
+  void defer_injection(Fiber* f) noexcept {
+    inject_buf_[inject_buf_n_++] = f;
+    if (inject_buf_n_ == kInjectBuf) flush_injections();
+  }
+  void end_injection_batch() noexcept {
+    flush_injections();
+    inject_batching_ = false;
+  }
   std::size_t fire_timers(TimerWheel& wheel, std::int64_t now, bool try_only) noexcept {
     firing_timers = true;
     std::size_t n = try_only ? wheel.try_poll(now) : wheel.poll(now);
@@ -223,6 +238,7 @@ class alignas(64) Worker {
   // from the fields above, which every switch touches.
   alignas(64) WatchdogProbe probe;
 
+  static constexpr std::size_t kInjectBuf = 64;
   static constexpr std::uint32_t kInjectTick = 61;
   static constexpr std::uint32_t kFairTick = 16;
   static constexpr std::uint32_t kRunnextStreak = 3;
@@ -261,6 +277,10 @@ class alignas(64) Worker {
   std::uint64_t rng_;
   FiberPool* const fiber_pool_;      // the runtime's pools, for the caches above
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
+  void flush_injections() noexcept;
+  Fiber* inject_buf_[kInjectBuf];  // see batching_injections()
+  std::size_t inject_buf_n_ = 0;
+  bool inject_batching_ = false;
   Stash<Fiber> fibers_;
   Stash<Stack> stacks_[2];  // [0] normal, [1] small
   FiberId id_next_ = 0, id_end_ = 0;

@@ -7,12 +7,14 @@
 #include <chronos/chronos.hpp>
 #include <chronos/net.hpp>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "../test_util.hpp"
 #include "net_util.hpp"
@@ -124,6 +126,53 @@ TEST(NetWait, WaitReadableOnAPipe) {
   });
   close(p[0]);
   close(p[1]);
+}
+
+// A worker that never runs dry polls I/O only from its tick, without
+// blocking, and hands what it readies to the injection queue in batches of
+// Worker::kInjectBuf (64): 300 fds ready at once fill several batches in one
+// poll. Every reader runs exactly once and gets its own byte.
+TEST(NetWait, ABusyWorkersPollHandsOnManyReadiedFibersEachExactlyOnce) {
+  constexpr int kReaders = 300;
+  std::vector<std::array<int, 2>> pipes(kReaders);
+  for (auto& p : pipes) ASSERT_EQ(pipe2(p.data(), O_NONBLOCK | O_CLOEXEC), 0);
+  Runtime rt{Config{.workers = 1}};
+  std::vector<int> got(kReaders, -1);
+  std::atomic<int> parked{0}, done{0};
+  rt.block_on([&] {
+    std::vector<chronos::JoinHandle<void>> readers;
+    for (int i = 0; i < kReaders; ++i) {
+      readers.push_back(chronos::go([&, i] {
+        parked.fetch_add(1);
+        chronos::wait_readable(pipes[i][0]);
+        unsigned char c = 0;
+        EXPECT_EQ(read(pipes[i][0], &c, 1), 1);
+        EXPECT_EQ(got[i], -1) << "reader " << i << " ran twice";
+        got[i] = c;
+        done.fetch_add(1);
+      }));
+    }
+    while (parked.load() < kReaders) chronos::yield();
+    for (int k = 0; k < 10; ++k) chronos::yield();  // the last ones reach their wait
+    // Keeps the only worker busy (it never sleeps, so it never blocks in the
+    // poller) until every reader has run, or gives up.
+    auto busy = chronos::go([&] {
+      const auto give_up = std::chrono::steady_clock::now() + 10s;
+      while (done.load() < kReaders && std::chrono::steady_clock::now() < give_up) chronos::yield();
+    });
+    for (int i = 0; i < kReaders; ++i) {
+      const auto c = static_cast<unsigned char>(i % 251);
+      ASSERT_EQ(write(pipes[i][1], &c, 1), 1);
+    }
+    for (auto& r : readers) r.join();
+    busy.join();
+  });
+  EXPECT_EQ(done.load(), kReaders);
+  for (int i = 0; i < kReaders; ++i) EXPECT_EQ(got[i], i % 251) << "reader " << i;
+  for (auto& p : pipes) {
+    close(p[0]);
+    close(p[1]);
+  }
 }
 
 }  // namespace
