@@ -223,9 +223,12 @@ Fiber* RuntimeImpl::spin_for_work(Worker* w, bool handed) {
   if (workers_.size() < 2) return nullptr;  // nobody to steal from
   // Take the slot notify_work() reserved for us, or one of kMaxSpinners.
   if (!handed && !spin_token_.exchange(false, std::memory_order_acq_rel)) {
+    // relaxed: a stale count only lets one more spin, or one fewer.
+    const std::uint32_t cap = max_spinners(static_cast<std::uint32_t>(workers_.size()),
+                                           sleepers_.load(std::memory_order_relaxed));
     std::uint32_t s = spinning_.load(std::memory_order_relaxed);
     do {
-      if (s >= kMaxSpinners) return nullptr;
+      if (s >= cap) return nullptr;
     } while (!spinning_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                               std::memory_order_relaxed));
   }

@@ -67,8 +67,10 @@
 // Idle workers and the wake-up rule
 // ---------------------------------
 // A worker with nothing to run first spins (RuntimeImpl::spin_for_work):
-// stealing, with _mm_pause between rounds, for a bounded while, and only if
-// fewer than kMaxSpinners (2) already spin, as with Go's spinning Ms. Then it
+// stealing, with _mm_pause between rounds, for a few microseconds
+// (kSpinRounds), and only while fewer spin than half the workers awake (at
+// least one, at most kMaxSpinners = 2: max_spinners), Go's rule for its
+// spinning Ms. Then it
 // sleeps on a futex (RuntimeImpl::idle_wait): it announces itself in
 // `sleepers`, fences, then re-checks every queue before sleeping. Whoever
 // queues work from outside pushes, fences, then checks `sleepers` and wakes

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "sched/runtime_impl.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -221,6 +222,19 @@ long cpu_ticks() {
     if (i == 15) stime = std::stol(field);
   }
   return utime + stime;
+}
+
+TEST(MN, SpinnersAreCappedAtHalfTheWorkersAwake) {
+  using chronos::detail::RuntimeImpl;
+  // (workers, sleepers) -> how many may spin at once.
+  EXPECT_EQ(RuntimeImpl::max_spinners(2, 0), 1u);  // two workers: one spinner, not two
+  EXPECT_EQ(RuntimeImpl::max_spinners(2, 1), 1u);  // always at least one
+  EXPECT_EQ(RuntimeImpl::max_spinners(2, 2), 1u);
+  EXPECT_EQ(RuntimeImpl::max_spinners(4, 0), 2u);
+  EXPECT_EQ(RuntimeImpl::max_spinners(4, 2), 1u);
+  EXPECT_EQ(RuntimeImpl::max_spinners(16, 0), RuntimeImpl::kMaxSpinners);  // never more
+  EXPECT_EQ(RuntimeImpl::max_spinners(16, 13), 1u);
+  EXPECT_EQ(RuntimeImpl::max_spinners(3, 7), 1u);  // a stale sleeper count cannot underflow
 }
 
 TEST(MN, AnIdleRuntimeUsesNoCpu) {
