@@ -83,6 +83,9 @@ bool hand_over(Worker* w, std::atomic<std::uintptr_t>& s, std::uintptr_t final) 
       // fiber's saved context; wake() hands it to whoever runs it next.
       if (s.compare_exchange_weak(v, v | slot::kWaking, std::memory_order_acquire,
                                   std::memory_order_relaxed)) {
+        // Still parked, and ours to wake: its saved context is stable until
+        // wake() queues it.
+        prefetch_resume(reinterpret_cast<Fiber*>(v));
         wake(w, reinterpret_cast<Fiber*>(v));
         // release: the woken fiber's settle() (acquire) waits for this store.
         s.store(final, std::memory_order_release);
