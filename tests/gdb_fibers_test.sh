@@ -19,7 +19,10 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 # A gdb built without Python cannot load the extension: skipped (ctest's
 # SKIP_RETURN_CODE 77), not failed.
-"$gdb" -nx -batch -ex 'python print("py-ok")' 2>/dev/null | grep -q py-ok \
+# (Every check greps a captured string, never a pipe: under pipefail, grep -q
+# quitting at its first match can kill the writer with SIGPIPE and fail the
+# check; seen once in CI, under load.)
+grep -q py-ok <<<"$("$gdb" -nx -batch -ex 'python print("py-ok")' 2>/dev/null || true)" \
   || { echo "SKIP: $gdb has no Python support"; exit 77; }
 run_gdb() { timeout 300 "$gdb" -nx -batch -ex 'set debuginfod enabled off' -ex "source $py" "$@" 2>&1 || true; }
 quiet() {  # gdb's chatter about threads and libthread_db
@@ -34,8 +37,8 @@ out0=$(timeout 300 "$gdb" -nx -batch -ex 'set debuginfod enabled off' \
   -ex 'break chronos_gdb_test_stop' -ex run -ex 'info auto-load python-scripts' \
   -ex 'info chronos-fibers' -ex kill "$prog" 2>&1 | quiet || true)
 echo "$out0"
-echo "$out0" | grep -Eq '^Yes +.*chronos\.py' || fail "gdb did not auto-load chronos.py"
-echo "$out0" | grep -Eq '^ +[0-9]+ +Waiting .* recv-parked$' \
+grep -Eq '^Yes +.*chronos\.py' <<<"$out0" || fail "gdb did not auto-load chronos.py"
+grep -Eq '^ +[0-9]+ +Waiting .* recv-parked$' <<<"$out0" \
   || fail "auto-loaded: info chronos-fibers does not list recv-parked"
 
 # ---- run 1: the listing (and a core file for step 4)
@@ -43,7 +46,7 @@ out1=$(run_gdb -ex 'break main' -ex run -ex 'info chronos-fibers' \
   -ex 'break chronos_gdb_test_stop' -ex continue -ex 'info chronos-fibers' \
   -ex "gcore $tmp/core" -ex kill "$prog" | quiet)
 echo "$out1"
-echo "$out1" | grep -q '^No live chronos runtime in this process' \
+grep -q '^No live chronos runtime in this process' <<<"$out1" \
   || fail "no 'no runtime' message before the runtime exists"
 list=$(echo "$out1" | sed -n '/^Runtime 0x/,$p')
 # field: Id State Prio Small Wait TCB Name
@@ -94,11 +97,11 @@ section() { echo "$out2" | sed -n "/^==$1==\$/,/^==/p"; }
 check_bt() {  # section function
   local s
   s=$(section "$1")
-  echo "$s" | grep -Eq "^#[0-9]+ .*$2 " || fail "$1: no $2 frame"
-  echo "$s" | grep -q 'chronos_context_trampoline\|make_fcontext' \
+  grep -Eq "^#[0-9]+ .*$2 " <<<"$s" || fail "$1: no $2 frame"
+  grep -q 'chronos_context_trampoline\|make_fcontext' <<<"$s" \
     || fail "$1: the walk does not reach the fiber's entry"
-  echo "$s" | grep -Eq '^#[0-9]+ .* (main|chronos_gdb_test_stop) \(' && fail "$1: the walk left the fiber's stack"
-  echo "$s" | grep -qi 'corrupt stack\|previous frame identical\|bt failed' && fail "$1: gdb complained"
+  grep -Eq '^#[0-9]+ .* (main|chronos_gdb_test_stop) \(' <<<"$s" && fail "$1: the walk left the fiber's stack"
+  grep -qi 'corrupt stack\|previous frame identical\|bt failed' <<<"$s" && fail "$1: gdb complained"
   return 0
 }
 check_bt bt-recv park_in_recv
@@ -106,27 +109,27 @@ check_bt bt-mutex park_on_mutex
 check_bt bt-small park_small
 check_bt bt-ready park_in_yield
 check_bt bt-from-reader park_in_recv
-section bt-from-reader | grep -q "borrowing thread [2-9]" || fail "the reader thread was not the one borrowed"
-section bt-not-started | grep -q 'it has not started yet' || fail "no note for a fiber never run"
-section bt-lazy | grep -q 'has not started yet: no stack is bound' || fail "no note for a lazy fiber never run"
+grep -q "borrowing thread [2-9]" <<<"$(section bt-from-reader)" || fail "the reader thread was not the one borrowed"
+grep -q 'it has not started yet' <<<"$(section bt-not-started)" || fail "no note for a fiber never run"
+grep -q 'has not started yet: no stack is bound' <<<"$(section bt-lazy)" || fail "no note for a lazy fiber never run"
 r=$(section refusals)
-echo "$r" | grep -q '"finished" is Done' || fail "no refusal for a Done fiber"
-echo "$r" | grep -q '"spinner" is Running' || fail "no refusal for a Running fiber"
-echo "$r" | grep -q 'no live fiber with id 999999' || fail "no message for an unknown id"
-echo "$r" | grep -q "'bogus' is not a fiber id" || fail "no message for a garbled id"
-echo "$r" | grep -q 'which fiber?' || fail "no message for a missing id"
-echo "$out2" | grep -q 'Traceback\|Python Exception' && fail "a Python error escaped"
-section after | grep -q '^#0 .*chronos_gdb_test_stop' || fail "thread 1's own stack is not back"
-echo "$out2" | grep -q 'FAIL:' && fail "the program reports a failure"
-echo "$out2" | grep -q 'exited normally' || fail "the process did not continue to a normal exit"
+grep -q '"finished" is Done' <<<"$r" || fail "no refusal for a Done fiber"
+grep -q '"spinner" is Running' <<<"$r" || fail "no refusal for a Running fiber"
+grep -q 'no live fiber with id 999999' <<<"$r" || fail "no message for an unknown id"
+grep -q "'bogus' is not a fiber id" <<<"$r" || fail "no message for a garbled id"
+grep -q 'which fiber?' <<<"$r" || fail "no message for a missing id"
+grep -q 'Traceback\|Python Exception' <<<"$out2" && fail "a Python error escaped"
+grep -q '^#0 .*chronos_gdb_test_stop' <<<"$(section after)" || fail "thread 1's own stack is not back"
+grep -q 'FAIL:' <<<"$out2" && fail "the program reports a failure"
+grep -q 'exited normally' <<<"$out2" || fail "the process did not continue to a normal exit"
 
 # ---- run 3: a core file
 if [ -s "$tmp/core" ]; then
   out3=$("$gdb" -nx -batch -ex 'set debuginfod enabled off' -ex "source $py" \
     -ex 'info chronos-fibers' -ex "chronos-fiber bt $recv" "$prog" "$tmp/core" 2>&1 || true)
   echo "$out3" | sed -n '/^Runtime 0x/,$p'
-  echo "$out3" | grep -Eq "^ +$recv +Waiting .* recv-parked\$" || fail "core: recv-parked not listed"
-  echo "$out3" | grep -q 'needs a live process' || fail "core: bt not refused"
+  grep -Eq "^ +$recv +Waiting .* recv-parked\$" <<<"$out3" || fail "core: recv-parked not listed"
+  grep -q 'needs a live process' <<<"$out3" || fail "core: bt not refused"
 else
   echo "(no core file written: the core-file check is skipped)"
 fi
