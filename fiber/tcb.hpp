@@ -221,7 +221,7 @@ static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of 
 }
 
 // A hint for a parked fiber about to be readied, called by its waker while
-// the fiber is still parked and the waker's alone to wake (once queued, it may
+// the fiber is still parked and no one else can wake it (once queued, it may
 // run and switch out again elsewhere, rewriting ctx): fetch the top of its
 // saved stack, which the switch that resumes it reads first. Its context
 // points at the two words the switch saved; the red zone lies above them,

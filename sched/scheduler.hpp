@@ -70,11 +70,10 @@
 // stealing, with _mm_pause between rounds, for a few microseconds
 // (kSpinRounds), and only while fewer spin than half the workers awake (at
 // least one, at most kMaxSpinners = 2: max_spinners), Go's rule for its
-// spinning Ms. Then it
-// sleeps on a futex (RuntimeImpl::idle_wait): it announces itself in
-// `sleepers`, fences, then re-checks every queue before sleeping. Whoever
-// queues work from outside pushes, fences, then checks `sleepers` and wakes
-// one: one of the two always sees the other. A worker queueing on its own
+// spinning Ms. Then it sleeps on a futex (RuntimeImpl::idle_wait): it announces
+// itself in `sleepers`, fences, then re-checks every queue before sleeping.
+// Whoever queues work from outside pushes, fences, then checks `sleepers` and
+// wakes one: one of the two always sees the other. A worker queueing on its own
 // deque skips the fence (notify_work): a missed wake-up there only delays the
 // fiber until its own worker gets to it. notify_work wakes a sleeper only when
 // nobody spins, and hands it the spinning slot, which it holds until it finds
