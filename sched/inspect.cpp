@@ -66,42 +66,58 @@ void read_wait(Fiber* f, FiberSnapshot& s, const Walk& walk) {
   }
 }
 
-void visit(Fiber* f, void* arg) {
-  auto& walk = *static_cast<Walk*>(arg);
-  std::uint64_t word = f->state.load(std::memory_order_acquire);
-  FiberState st = state_word::state(word);
-  if (st == FiberState::kDone) return;  // a free TCB, or finished
-  FiberSnapshot s;
-  s.tcb = f;
-  std::uint64_t held = st == FiberState::kWaiting ? hold(f) : 0;
-  if (held) {
-    word = held;
-    s.id = f->id;
-    s.name = f->name;
-    read_wait(f, s, walk);
-    if (walk.backtraces) {
-      s.frames.resize(kMaxFrames);
-      s.frames.resize(backtrace_suspended(f->ctx, s.frames.data(), kMaxFrames));
-    }
-    let_go(f, held);
-  } else {
-    if (st == FiberState::kWaiting) word = f->state.load(std::memory_order_acquire);
-    st = state_word::state(word);
-    if (st == FiberState::kDone) return;
-    arch::sanitizer_snapshot_reads_begin();
-    s.id = f->id;
-    char name[kNameCapacity];
-    std::memcpy(name, f->name, sizeof name);
-    arch::sanitizer_snapshot_reads_end();
-    name[kNameCapacity - 1] = '\0';
-    s.name = name;
-    if (auto* w = static_cast<const Worker*>(state_word::pointer(word)))
-      s.worker = static_cast<int>(w->index);
-  }
+void finish(FiberSnapshot& s, std::uint64_t word, Walk& walk) {
   s.state = state_word::state(word);
   s.priority = state_word::priority(word);
   s.small_stack = state_word::small(word);
   walk.out->push_back(std::move(s));
+}
+
+// A fiber that is not Waiting may become Waiting again between our load and
+// the hold (a ping-pong pair parks thousands of times a second), so the hold
+// is retried a few times; after that the fiber is shown as Waiting with no
+// details rather than spinning on it.
+constexpr int kHoldTries = 4;
+
+void visit(Fiber* f, void* arg) {
+  auto& walk = *static_cast<Walk*>(arg);
+  FiberSnapshot s;
+  s.tcb = f;
+  std::uint64_t word = 0;
+  for (int tries = 0;; ++tries) {
+    word = f->state.load(std::memory_order_acquire);
+    FiberState st = state_word::state(word);
+    if (st == FiberState::kDone) return;  // a free TCB, or finished
+    if (st != FiberState::kWaiting) break;
+    if (std::uint64_t held = hold(f)) {
+      s.id = f->id;
+      s.name = f->name;
+      read_wait(f, s, walk);
+      if (walk.backtraces) {
+        s.frames.resize(kMaxFrames);
+        s.frames.resize(backtrace_suspended(f->ctx, s.frames.data(), kMaxFrames));
+      }
+      let_go(f, held);
+      return finish(s, held, walk);
+    }
+    if (tries == kHoldTries) break;
+  }
+  // Not held: the fiber may run meanwhile, so only its id and name are read
+  // (racy by design, see arch::sanitizer_snapshot_reads_begin), and the
+  // pointer is read as a Worker only when the word we loaded says Ready or
+  // Running. While Waiting it points at what the fiber waits on.
+  arch::sanitizer_snapshot_reads_begin();
+  s.id = f->id;
+  char name[kNameCapacity];
+  std::memcpy(name, f->name, sizeof name);
+  arch::sanitizer_snapshot_reads_end();
+  name[kNameCapacity - 1] = '\0';
+  s.name = name;
+  FiberState st = state_word::state(word);
+  if (st == FiberState::kReady || st == FiberState::kRunning)
+    if (auto* w = static_cast<const Worker*>(state_word::pointer(word)))
+      s.worker = static_cast<int>(w->index);
+  finish(s, word, walk);
 }
 
 const char* reason_text(WaitReason r) {
