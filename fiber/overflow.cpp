@@ -95,11 +95,14 @@ void die_stack_overflow(const Fiber* f, const void* where, const char* how) noex
   o.str(" \"");
   o.str(f->name);
   o.str("\": stack [");
-  o.hex(reinterpret_cast<std::uintptr_t>(f->stack_lo));
+  const auto lo = reinterpret_cast<std::uintptr_t>(f->stack_lo);
+  // (The header's address only: an overflow may have trashed the header.)
+  const auto top = f->stack ? reinterpret_cast<std::uintptr_t>(stack_top(f, f->stack)) : lo;
+  o.hex(lo);
   o.str(", ");
-  o.hex(reinterpret_cast<std::uintptr_t>(f->stack_lo) + f->stack_size);
+  o.hex(top);
   o.str(") (");
-  o.dec(f->stack_size);
+  o.dec(top - lo);
   o.str(" bytes, ");
   o.str(f->small_stack() ? "small" : "normal");
   o.str(" stack), ");

@@ -69,14 +69,12 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
 }
 
 void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept {
-  char* top = f->eager ? reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(f->payload) &
-                                                 ~std::uintptr_t{15})
-                       : s->top();
+  char* top = stack_top(f, s);
+  const auto size = static_cast<std::size_t>(top - s->lo);
   f->stack = s;
   f->stack_lo = s->lo;
-  f->stack_size = static_cast<std::uint32_t>(top - s->lo);
-  f->ctx = arch::make(top, f->stack_size, entry);
-  arch::sanitizer_set_stack(f->san, s->lo, f->stack_size);
+  f->ctx = arch::make(top, size, entry);
+  arch::sanitizer_set_stack(f->san, s->lo, size);
 }
 
 Stack* unbind_stack(Fiber* f) noexcept {

@@ -6,8 +6,10 @@
 // which holds the state and the stack fields; a warm one that spawn writes
 // and the fiber then only reads (the payload pointer, id, runtime, escaped
 // exception and room for a small payload: the callable and its result,
-// chronos/detail/spawn.hpp); and a cold one (name, stop token, what it waits
-// on) that a fiber which is spawned, runs and exits never touches. A burst of
+// chronos/detail/spawn.hpp); and a cold one (name, stop token, FP control
+// state) that a fiber which is spawned, runs, parks and exits never touches:
+// what a parked fiber waits on is in its state word, wait_kind and
+// wait_since, all on the hot line. A burst of
 // a million fibers outgrows every cache, so each line a fiber touches is
 // memory traffic: two lines, not three, and of those only the hot one is
 // dirtied again, and written back again, while the fiber runs.
@@ -29,8 +31,9 @@
 //            be mapped), the payload goes right below its header, and the
 //            stack stays with the TCB until the TCB is released, because the
 //            result lives there.
-// The stack fields (stack, stack_lo, stack_size) describe the bound stack;
-// ctx is null exactly while a fiber has never run and has no stack.
+// The stack fields (stack, stack_lo) describe the bound stack, whose usable
+// part ends at stack_top(); ctx is null exactly while a fiber has never run
+// and has no stack.
 //
 // The state word. One atomic 64-bit word, laid out as
 //
@@ -137,9 +140,27 @@ inline constexpr std::uintptr_t kPtrMask = ~std::uintptr_t{7};
 //   kJoin      the Fiber it joins
 //   kSync      the Waiter of a blocking call (chronos/detail/waiter.hpp), which
 //              says what it waits on (WaitReason) and where
-//   kIo        the reactor's descriptor; wait_detail is (fd << 1) | write
+//   kIo        the IoSite of an I/O wait, on the parked fiber's stack
 //   kBlocking  the spawn_blocking pool: a job runs on a pool thread
+// (A kSync Waiter and a kIo IoSite live in the parked fiber's frame: read them
+// only while the fiber cannot resume, as a dump does under its hold.)
 enum class WaitKind : std::uint8_t { kNone, kJoin, kSync, kIo, kBlocking };
+
+// What an I/O wait is on, kept in the waiting fiber's frame rather than in
+// its TCB's cold line, which the reactor's wait would otherwise touch on
+// every park of a connection's fiber.
+struct alignas(8) IoSite {
+  int fd = -1;
+  bool write = false;
+};
+
+// Fiber::wait_since counts the coarse clock in ticks of 2^20 ns (1.05 ms), 32
+// bits of them: it wraps after 52 days, so a wait longer than that reads
+// short by a multiple of 52 days. 0 means never stamped.
+inline constexpr int kWaitTickShift = 20;
+inline std::uint32_t wait_stamp(std::int64_t now_ns) noexcept {
+  return static_cast<std::uint32_t>(static_cast<std::uint64_t>(now_ns) >> kWaitTickShift) | 1u;
+}
 
 inline constexpr std::size_t kNameCapacity = 32;
 
@@ -156,7 +177,7 @@ struct alignas(64) Fiber {
   char* stack_lo = nullptr;             // lowest usable byte of the bound stack
   Stack* stack = nullptr;               // the bound stack, or null (see "Binding")
   const PayloadOps* ops = nullptr;      // the payload's type-erased operations
-  std::uint32_t stack_size = 0;         // usable bytes from stack_lo up to the payload or header
+  std::uint32_t wait_since = 0;         // when it last parked: wait_stamp(coarse clock)
   WaitKind wait_kind = WaitKind::kNone;
   bool unwinding = false;  // resumed only to be unwound (runtime shutdown)
   bool eager = false;      // bound at spawn, payload on the stack (see "Binding")
@@ -170,9 +191,7 @@ struct alignas(64) Fiber {
   std::exception_ptr error;  // what escaped the body, until joined or reported
   alignas(16) unsigned char inline_payload[kTcbPayload];
 
-  // ---- cold: a fiber that is spawned, runs and exits never touches it ----
-  std::int64_t wait_since = 0;       // when it parked, on the runtime's coarse clock (now_ns)
-  std::uintptr_t wait_detail = 0;    // see WaitKind
+  // ---- cold: a fiber that is spawned, runs, parks and exits never touches it ----
   std::stop_token stop;              // blocking calls watch it (chronos/cancel.hpp); kColdStop
   char name[kNameCapacity] = {};     // kColdName while not empty
   std::uint32_t fp_mxcsr = 0x1F80;   // preserve_fp_env fibers: their FP control state while
@@ -183,6 +202,11 @@ struct alignas(64) Fiber {
   // spawn and release look at the warm line only.
   static constexpr std::uint8_t kColdName = 1;
   static constexpr std::uint8_t kColdStop = 2;
+
+  // Whether a stop may be requested through this fiber's stop token. The
+  // flag, on the hot line, answers for the common fiber without one, so a
+  // blocking call reads the cold line only for a fiber that has a token.
+  bool stop_possible() const noexcept { return (cold & kColdStop) && stop.stop_possible(); }
 
   FiberState load_state() const noexcept {
     return state_word::state(state.load(std::memory_order_relaxed));
@@ -236,6 +260,28 @@ static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of 
   for (int line = 0; line < 6; ++line) __builtin_prefetch(sp + 64 * line, 0, 3);
 }
 
+// A hint from the worker that has just taken f, a parked fiber readied since,
+// to run next: fetch, all at once, what its resume reads. The frames
+// between its saved context and its body (park_current's, the wait's, the
+// blocking call's: about 0.8 KB in a socket read), the lines right under its
+// stack's header (an eager fiber's payload, where its body's captures live;
+// else the outermost frames) and the TCB's warm line (a lazy fiber's inline
+// payload). Without it they miss one after another as the frames return, each
+// on a line (and, at the stack's top, a page) that went cold while the fiber
+// waited; with it the misses overlap. The taker owns f, so its ctx and stack
+// are stable. Not for a fiber that switched out just before (a yield, a
+// hand-off): its lines are warm, and the prefetches would be pure cost.
+[[gnu::always_inline]] inline void prefetch_run(const Fiber* f) noexcept {
+  const char* sp = static_cast<const char*>(f->ctx);
+  if (!sp) return;  // never ran
+  for (int line = 0; line < 12; ++line) __builtin_prefetch(sp + 64 * line, 0, 3);
+  if (const char* top = reinterpret_cast<const char*>(f->stack)) {
+    __builtin_prefetch(top - 64, 0, 3);
+    __builtin_prefetch(top - 128, 0, 3);
+  }
+  __builtin_prefetch(reinterpret_cast<const char*>(f) + 64, 0, 3);
+}
+
 // True if a fiber spawned with these options and payload binds its stack at
 // spawn rather than when it first runs (see "Binding").
 inline bool binds_at_spawn(const SpawnOptions& opts, const PayloadOps* ops) noexcept {
@@ -252,6 +298,15 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
 
 // Binds stack s to f, which has none, and makes f's first context on it.
 void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept;
+
+// The end of the usable part of f's bound stack s: right below the payload
+// of an eager fiber, below the stack's header otherwise. Usable bytes run
+// from f->stack_lo up to it.
+inline char* stack_top(const Fiber* f, Stack* s) noexcept {
+  return f->eager ? reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(f->payload) &
+                                            ~std::uintptr_t{15})
+                  : s->top();
+}
 
 // Unbinds f's stack and returns it; f's context on it is dead (f finished,
 // or, for an eager fiber, was released).

@@ -19,6 +19,7 @@ namespace {
 
 // The parked fiber's record, on its own stack.
 struct IoWait {
+  IoSite site;  // what dumps and traces show (the state word points here)
   Descriptor* d = nullptr;
   Direction dir = kRead;
   Fiber* self = nullptr;
@@ -213,13 +214,15 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   iw.dir = dir;
   iw.self = w->current;
   const auto me = reinterpret_cast<std::uintptr_t>(w->current);
-  const std::stop_token& stop = w->current->stop;  // this fiber's, stable while it runs
-  if (stop.stop_requested()) return WaitResult::kCancelled;
+  // The fiber's stop token (stable while it runs), looked at only if it has
+  // one: the common fiber's wait touches no cold line of its TCB.
+  const bool stoppable = w->current->stop_possible();
+  if (stoppable && w->current->stop.stop_requested()) return WaitResult::kCancelled;
   const bool timed = deadline != kNoDeadline;
   if (timed && now_ns() >= deadline) return WaitResult::kTimedOut;
   // Constructed only when a stop is possible: no allocation either way.
   std::optional<std::stop_callback<CancelWait>> on_stop;
-  if (stop.stop_possible()) on_stop.emplace(stop, CancelWait{&iw});
+  if (stoppable) on_stop.emplace(w->current->stop, CancelWait{&iw});
   iw.can_end = timed || on_stop.has_value();
   if (timed) {
     iw.timer.deadline = deadline;
@@ -235,10 +238,10 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
     while (!iw.committed.load(std::memory_order_acquire)) backoff(n);
   };
   w->io_waits.bump();
-  w->current->wait_detail =
-      (static_cast<std::uintptr_t>(d->fileno()) << 1) | (dir == kRead ? 0 : 1);
+  iw.site.fd = d->fileno();
+  iw.site.write = dir == kWrite;
   try {
-    park_current(w, WaitKind::kIo, d, &commit_wait, &iw);
+    park_current(w, WaitKind::kIo, &iw.site, &commit_wait, &iw);
   } catch (const FiberUnwind&) {
     await_commit();
     // Runtime shutdown: withdraw, so that no waker ever touches this frame.

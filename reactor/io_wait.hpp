@@ -73,6 +73,16 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline);
 // it woke a fiber.
 bool notify_ready(Worker* w, Descriptor* d, Direction dir) noexcept;
 
+// A hint that an event for d's slot `dir` is about to be handled: fetch the
+// TCB of the fiber parked there, if any, which notify_ready will read and
+// write. The slot's value is only a guess (relaxed; the fiber may leave, and
+// its TCB be reused), which a prefetch may act on: it never faults.
+inline void prefetch_waiter(const Descriptor* d, Direction dir) noexcept {
+  const std::uintptr_t v = d->slot[dir].load(std::memory_order_relaxed);
+  if (v > slot::kWaking)
+    __builtin_prefetch(reinterpret_cast<const void*>(v & ~slot::kWaking), 1, 3);
+}
+
 // Close: marks the slot closed, waking its fiber if one is parked.
 void notify_closed(Worker* w, Descriptor* d, Direction dir) noexcept;
 

@@ -108,6 +108,14 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
   //    where an idle worker or the fairness tick takes them, collected and
   //    handed over once per poll: one critical section on the queue and one
   //    wake-up of a sleeping worker, not one of each per fiber.
+  // Ask for the parked readers' TCBs before waking any: each wake below
+  // reads and writes its fiber's TCB, which went cold while it waited, and
+  // this way the misses overlap instead of following one another. (In the
+  // echo server at 1,000 connections, the wake's first read of the TCB was
+  // the largest single stall in the poller's own code.)
+  for (int i = 0; i < n; ++i)
+    if (events_[i].data.u64 != kInterruptToken && (events_[i].events & EPOLLIN))
+      if (const Descriptor* d = pool_.lookup(events_[i].data.u64)) prefetch_waiter(d, kRead);
   const bool batch = w && timeout_ms == 0;
   if (batch) w->begin_injection_batch();
   int woken = 0;

@@ -48,7 +48,7 @@ bool register_joiner(void* arg, Fiber* self) {
   // Copied first: once we are published, `self` may be resumed by f's exit
   // on another worker, and finish, before this commit returns.
   std::stop_token stop;
-  if (self->stop.stop_possible()) [[unlikely]]
+  if (self->stop_possible()) [[unlikely]]
     stop = self->stop;
   std::uintptr_t j = f->join.load(std::memory_order_acquire);
   do {
@@ -111,7 +111,7 @@ void* fiber_wait(Fiber* f) {
   Worker* w = current_worker();
   if (w && w->current != &w->main) {
     Fiber* self = w->current;
-    if (self->stop.stop_possible()) {
+    if (self->stop_possible()) {
       if (self->stop.stop_requested()) throw_cancelled();
       std::stop_callback<StopJoin> on_stop(self->stop, StopJoin{f, self});
       park_current(w, WaitKind::kJoin, f, &register_joiner, f);

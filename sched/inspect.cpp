@@ -43,7 +43,11 @@ void let_go(Fiber* f, std::uint64_t held) noexcept {
 
 void read_wait(Fiber* f, FiberSnapshot& s, const Walk& walk) {
   s.kind = f->wait_kind;
-  if (f->wait_since) s.waiting_ns = walk.now - f->wait_since;
+  if (f->wait_since) {
+    // Ticks since the stamp, modulo 2^32 (see wait_stamp).
+    const std::uint32_t ticks = wait_stamp(walk.now) - f->wait_since;
+    s.waiting_ns = static_cast<std::int64_t>(std::uint64_t{ticks} << kWaitTickShift);
+  }
   void* on = state_word::pointer(f->state.load(std::memory_order_relaxed));
   switch (s.kind) {
     case WaitKind::kSync:
@@ -57,8 +61,11 @@ void read_wait(Fiber* f, FiberSnapshot& s, const Walk& walk) {
       if (on) s.joins = static_cast<const Fiber*>(on)->id;
       break;
     case WaitKind::kIo:
-      s.fd = static_cast<int>(f->wait_detail >> 1);
-      s.io_write = (f->wait_detail & 1) != 0;
+      if (on) {
+        auto* site = static_cast<const IoSite*>(on);
+        s.fd = site->fd;
+        s.io_write = site->write;
+      }
       break;
     case WaitKind::kNone:
     case WaitKind::kBlocking:

@@ -106,7 +106,7 @@ WakeReason park_on(Waiter& w, std::int64_t deadline, void (*release)(void*), voi
     if (release) release(arg);
     throw FiberUnwind{};
   }
-  if (deadline == kNoDeadline && !self->stop.stop_possible()) [[likely]] {
+  if (deadline == kNoDeadline && !self->stop_possible()) [[likely]] {
     // Only the event can end this wait: no timer, no stop callback.
     ParkCommit commit{&w, nullptr, release, arg};
     park_current(wk, WaitKind::kSync, &w, &park_commit, &commit);
@@ -119,7 +119,7 @@ WakeReason park_on(Waiter& w, std::int64_t deadline, void (*release)(void*), voi
 WakeReason park_on_timed(Worker* wk, Fiber* self, Waiter& w, std::int64_t deadline,
                          void (*release)(void*), void* arg) {
   std::optional<std::stop_callback<StopCancel>> on_stop;
-  if (self->stop.stop_possible()) on_stop.emplace(self->stop, StopCancel{&w});
+  if (self->stop_possible()) on_stop.emplace(self->stop, StopCancel{&w});
   Timer timer;
   ParkCommit commit{&w, nullptr, release, arg};
   if (deadline != kNoDeadline) {

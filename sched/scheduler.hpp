@@ -119,7 +119,7 @@ struct FiberUnwind {};
 // Parks the running fiber (see "Parking and waking"). Returns the worker the
 // fiber resumed on. Throws FiberUnwind if resumed to be unwound.
 // kind and on say what it waits on (fiber/tcb.hpp, WaitKind); a kIo waiter
-// sets Fiber::wait_detail itself first.
+// passes the IoSite in its frame.
 Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, void* arg);
 
 // Claims a parked fiber: Waiting -> Ready, or Running for a direct hand-off

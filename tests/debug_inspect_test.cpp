@@ -135,8 +135,17 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
   auto fut = rt.spawn(chronos::SpawnOptions{.name = "future-wait"}, [&] { return future.get(); });
   auto io = rt.spawn(chronos::SpawnOptions{.name = "io-read"},
                      [fd = sv[0]] { chronos::wait_readable(fd); });
+  // A full socket buffer: the writer parks until the other end reads.
+  int wv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, wv), 0);
+  char chunk[4096] = {};
+  std::size_t buffered = 0;
+  for (ssize_t n; (n = ::write(wv[0], chunk, sizeof chunk)) > 0;) buffered += std::size_t(n);
+  ASSERT_EQ(errno, EAGAIN);
+  auto io_w = rt.spawn(chronos::SpawnOptions{.name = "io-write"},
+                       [fd = wv[0]] { chronos::wait_writable(fd); });
 
-  std::string d = dump_when_waiting(6);
+  std::string d = dump_when_waiting(7);
   std::this_thread::sleep_for(300ms);
   d = chronos::dump_fibers();
   SCOPED_TRACE(d);
@@ -168,6 +177,9 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
   EXPECT_NE(b.find("[waiting: future 0x"), std::string::npos) << b;
   b = block_of(d, "io-read");
   EXPECT_NE(b.find("[waiting: fd " + std::to_string(sv[0]) + " (read)"), std::string::npos) << b;
+  EXPECT_GE(waited_ms(b), 290.0) << b;
+  b = block_of(d, "io-write");
+  EXPECT_NE(b.find("[waiting: fd " + std::to_string(wv[0]) + " (write)"), std::string::npos) << b;
 
   // Everything wakes normally afterwards: the dump's holds were let go.
   ch.send(7);
@@ -180,8 +192,13 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
   joiner.join();
   EXPECT_EQ(fut.join(), 9);
   io.join();
+  for (ssize_t n; buffered > 0 && (n = ::read(wv[1], chunk, sizeof chunk)) > 0;)
+    buffered -= std::size_t(n);
+  io_w.join();
   ::close(sv[0]);
   ::close(sv[1]);
+  ::close(wv[0]);
+  ::close(wv[1]);
 }
 
 TEST(FiberDump, ShowsTheRunningFiberAndRunnableOnes) {

@@ -47,7 +47,8 @@ TEST(Tcb, HotFieldsShareOneCacheLine) {
   // second holds what a running fiber only reads (fiber/tcb.hpp).
   EXPECT_LT(offsetof(Fiber, cold), 64u);
   EXPECT_LT(offsetof(Fiber, stack), 64u);
-  EXPECT_LT(offsetof(Fiber, stack_size), 64u);
+  EXPECT_LT(offsetof(Fiber, wait_since), 64u);
+  EXPECT_LT(offsetof(Fiber, wait_kind), 64u);
   EXPECT_EQ(offsetof(Fiber, payload), 64u);
   EXPECT_EQ(offsetof(Fiber, inline_payload) + kTcbPayload, 128u);
   EXPECT_EQ(offsetof(Fiber, state), 0u);
