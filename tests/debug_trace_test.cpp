@@ -2,6 +2,7 @@
 // as JSON (python3's json module) and holds, in order, what a known program
 // did. The writer's own details are in sched_trace_writer_test.cpp.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <chronos/chronos.hpp>
 
@@ -84,6 +85,55 @@ TEST(Trace, RecordsARuntimeAsChromeTraceJson) {
   EXPECT_NE(out.find("tracks ['other threads', 'worker 0', 'worker 1']\n"), std::string::npos);
   EXPECT_NE(out.find("idle True\n"), std::string::npos);
   EXPECT_NE(out.find("timers True\n"), std::string::npos);
+  std::filesystem::remove(path);
+}
+
+TEST(Trace, RecordsAnIoWaitWithItsFdAndDirection) {
+  if (std::system("python3 -c pass >/dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("chronos-trace-io-" + std::to_string(::getpid()) + ".json"))
+                         .string();
+  int rv[2], wv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, rv), 0);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, wv), 0);
+  char chunk[4096] = {};
+  while (::write(wv[0], chunk, sizeof chunk) > 0) {  // full: a writer must wait
+  }
+  chronos::FiberId reader_id = 0, writer_id = 0;
+  {
+    chronos::Config c;
+    c.workers = 2;
+    c.trace_path = path;
+    chronos::Runtime rt(c);
+    rt.block_on([&] {
+      auto reader = chronos::go([fd = rv[0]] { chronos::wait_readable(fd); });
+      auto writer = chronos::go([fd = wv[0]] { chronos::wait_writable(fd); });
+      reader_id = reader.id();
+      writer_id = writer.id();
+      // Both wait (the counter moves as a wait parks) before anything is ready.
+      auto io_waits = [&rt] {
+        std::uint64_t n = 0;
+        for (const auto& w : rt.stats().workers) n += w.io_waits;
+        return n;
+      };
+      for (int i = 0; i < 5000 && io_waits() < 2; ++i) chronos::sleep_for(1ms);
+      ASSERT_EQ(::write(rv[1], "x", 1), 1);
+      while (::read(wv[1], chunk, sizeof chunk) > 0) {
+      }
+      reader.join();
+      writer.join();
+    });
+  }  // shutdown writes the file
+  ASSERT_TRUE(std::filesystem::exists(path));
+  std::string out = run_python(kSummary, path + "' '" + std::to_string(reader_id));
+  EXPECT_NE(out.find("ends ['io wait fd " + std::to_string(rv[0]) + " read', 'exit']\n"),
+            std::string::npos)
+      << out;
+  out = run_python(kSummary, path + "' '" + std::to_string(writer_id));
+  EXPECT_NE(out.find("ends ['io wait fd " + std::to_string(wv[0]) + " write', 'exit']\n"),
+            std::string::npos)
+      << out;
+  for (int fd : {rv[0], rv[1], wv[0], wv[1]}) ::close(fd);
   std::filesystem::remove(path);
 }
 
