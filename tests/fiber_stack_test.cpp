@@ -260,6 +260,41 @@ TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
   pool.give(again.data(), again.size());
 }
 
+TEST(FiberPool, ConcurrentTakesFromAnEmptyPoolHandOutDistinctConstructedTcbs) {
+  // Threads that all find the pool empty carve from the same chunks, and
+  // map new ones, at once. Nothing is handed out twice, every TCB reads Done,
+  // and the walk over every slot sees exactly what was carved.
+  FiberPool pool(nullptr);
+  constexpr int kThreads = 4;
+  constexpr std::size_t kEach = 3 * FiberPool::kChunkFibers + 17;
+  std::vector<std::vector<Fiber*>> got(kThreads, std::vector<Fiber*>(kEach));
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) {
+      }
+      for (std::size_t n = 0; n < kEach;)
+        n += pool.take(got[t].data() + n, std::min<std::size_t>(64, kEach - n));
+    });
+  for (auto& th : threads) th.join();
+  std::set<Fiber*> all;
+  for (auto& v : got)
+    for (Fiber* f : v) {
+      EXPECT_TRUE(all.insert(f).second) << "handed out twice: " << f;
+      EXPECT_EQ(f->load_state(), FiberState::kDone);
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(f) % 64, 0u);
+    }
+  EXPECT_EQ(all.size(), kThreads * kEach);
+  // Every TCB made is visited once, whether handed out or still free.
+  std::size_t slots = 0;
+  pool.for_each_slot([](Fiber*, void* n) { ++*static_cast<std::size_t*>(n); }, &slots);
+  EXPECT_EQ(slots, pool.carved());
+  EXPECT_GE(pool.carved(), kThreads * kEach);
+  for (auto& v : got) pool.give(v.data(), v.size());
+}
+
 TEST(FiberPool, ForEachFiberVisitsOnlyTcbsInUse) {
   FiberPool pool(nullptr);
   std::vector<Fiber*> f(FiberPool::kChunkFibers + 5);  // two chunks
