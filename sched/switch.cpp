@@ -379,8 +379,8 @@ Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, 
   Fiber* next = w->pop_runnable();
   // A fiber the reactor readied (its wait_kind still says so) has waited on
   // the network, long enough to go cold. One a channel or a join woke
-  // usually runs right after its waker, warm (skynet: 2-3 % slower with the
-  // prefetches on every resume).
+  // usually runs right after its waker, warm, and would only pay for the
+  // prefetches.
   if (next && next->wait_kind == WaitKind::kIo) prefetch_run(next);
   w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg, on);
   self->wait_kind = WaitKind::kNone;
