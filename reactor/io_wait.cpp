@@ -38,10 +38,6 @@ struct IoWait {
 constexpr std::uint32_t kTimedOutBit = 1;
 constexpr std::uint32_t kCancelledBit = 2;
 
-inline bool is_fiber(std::uintptr_t v) noexcept {
-  return v > slot::kWaking;
-}
-
 // Backs off while a waker finishes a hand-off it has already claimed: it is a
 // few instructions away, unless its thread was preempted.
 inline void backoff(unsigned& n) noexcept {
@@ -73,13 +69,13 @@ bool hand_over(Worker* w, std::atomic<std::uintptr_t>& s, std::uintptr_t final) 
   unsigned n = 0;
   for (;;) {
     if (v == final) return false;
-    if (v == slot::kClosed) return false;      // closed is sticky
-    if (is_fiber(v) && (v & slot::kWaking)) {  // another waker is mid-way
+    if (v == slot::kClosed) return false;            // closed is sticky
+    if (slot::is_fiber(v) && (v & slot::kWaking)) {  // another waker is mid-way
       backoff(n);
       v = s.load(std::memory_order_relaxed);
       continue;
     }
-    if (is_fiber(v)) {
+    if (slot::is_fiber(v)) {
       // acquire: pairs with the commit's release, which published the parked
       // fiber's saved context; wake() hands it to whoever runs it next.
       if (s.compare_exchange_weak(v, v | slot::kWaking, std::memory_order_acquire,
@@ -204,7 +200,7 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   if (v == slot::kReady && s.compare_exchange_strong(v, slot::kNone, std::memory_order_relaxed))
     return WaitResult::kReady;
   if (v == slot::kClosed) return WaitResult::kClosed;
-  if (is_fiber(v)) return WaitResult::kBusy;
+  if (slot::is_fiber(v)) return WaitResult::kBusy;
 
   Worker* w = current_worker();
   if (!w || w->current == &w->main) return wait_thread(d, dir, deadline);

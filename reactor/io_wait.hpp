@@ -52,6 +52,10 @@ inline constexpr std::uintptr_t kNone = 0;
 inline constexpr std::uintptr_t kReady = 1;
 inline constexpr std::uintptr_t kClosed = 2;
 inline constexpr std::uintptr_t kWaking = 4;  // or'ed into a Fiber*
+// A parked fiber (perhaps with kWaking), not one of the values above.
+inline constexpr bool is_fiber(std::uintptr_t v) noexcept {
+  return v > kWaking;
+}
 }  // namespace slot
 
 enum Direction : int { kRead = 0, kWrite = 1 };
@@ -79,7 +83,7 @@ bool notify_ready(Worker* w, Descriptor* d, Direction dir) noexcept;
 // its TCB be reused), which a prefetch may act on: it never faults.
 inline void prefetch_waiter(const Descriptor* d, Direction dir) noexcept {
   const std::uintptr_t v = d->slot[dir].load(std::memory_order_relaxed);
-  if (v > slot::kWaking)
+  if (slot::is_fiber(v))
     __builtin_prefetch(reinterpret_cast<const void*>(v & ~slot::kWaking), 1, 3);
 }
 

@@ -92,6 +92,12 @@ int Reactor::poll(Worker* w, std::int64_t timeout_ns) noexcept {
   return poll_events(w, ms);
 }
 
+namespace {
+// The events that end a parked reader's wait, and a parked writer's.
+constexpr std::uint32_t kReaderEvents = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t kWriterEvents = EPOLLOUT | EPOLLHUP | EPOLLERR;
+}  // namespace
+
 int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
   // acquire: the previous poller's use of events_ happens before ours.
   if (polling_.exchange(true, std::memory_order_acquire)) return 0;
@@ -114,7 +120,7 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
   // echo server at 1,000 connections, the wake's first read of the TCB was
   // the largest single stall in the poller's own code.)
   for (int i = 0; i < n; ++i)
-    if (events_[i].data.u64 != kInterruptToken && (events_[i].events & EPOLLIN))
+    if (events_[i].data.u64 != kInterruptToken && (events_[i].events & kReaderEvents))
       if (const Descriptor* d = pool_.lookup(events_[i].data.u64)) prefetch_waiter(d, kRead);
   const bool batch = w && timeout_ms == 0;
   if (batch) w->begin_injection_batch();
@@ -139,8 +145,8 @@ int Reactor::poll_events(Worker* w, int timeout_ms) noexcept {
     Descriptor* d = pool_.lookup(token);
     if (!d) continue;  // a socket closed since; its slot may be someone else's now
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) d->mark_hung_up();  // before the slots
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kRead);
-    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) woken += notify_ready(w, d, kWrite);
+    if (ev & kReaderEvents) woken += notify_ready(w, d, kRead);
+    if (ev & kWriterEvents) woken += notify_ready(w, d, kWrite);
   }
   if (batch) w->end_injection_batch();
   polling_.store(false, std::memory_order_release);  // see the exchange above
