@@ -161,6 +161,12 @@ inline constexpr int kWaitTickShift = 20;
 inline std::uint32_t wait_stamp(std::int64_t now_ns) noexcept {
   return static_cast<std::uint32_t>(static_cast<std::uint64_t>(now_ns) >> kWaitTickShift) | 1u;
 }
+// How long ago, at now_ns, a wait stamped `since` began: whole ticks, modulo
+// 2^32 of them (the subtraction wraps with the stamp), within two ticks.
+inline std::int64_t waited_ns(std::uint32_t since, std::int64_t now_ns) noexcept {
+  const std::uint32_t ticks = wait_stamp(now_ns) - since;
+  return static_cast<std::int64_t>(std::uint64_t{ticks} << kWaitTickShift);
+}
 
 inline constexpr std::size_t kNameCapacity = 32;
 

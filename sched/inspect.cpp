@@ -43,11 +43,7 @@ void let_go(Fiber* f, std::uint64_t held) noexcept {
 
 void read_wait(Fiber* f, FiberSnapshot& s, const Walk& walk) {
   s.kind = f->wait_kind;
-  if (f->wait_since) {
-    // Ticks since the stamp, modulo 2^32 (see wait_stamp).
-    const std::uint32_t ticks = wait_stamp(walk.now) - f->wait_since;
-    s.waiting_ns = static_cast<std::int64_t>(std::uint64_t{ticks} << kWaitTickShift);
-  }
+  if (f->wait_since) s.waiting_ns = waited_ns(f->wait_since, walk.now);
   void* on = state_word::pointer(f->state.load(std::memory_order_relaxed));
   switch (s.kind) {
     case WaitKind::kSync:

@@ -56,6 +56,21 @@ TEST(Tcb, HotFieldsShareOneCacheLine) {
   EXPECT_TRUE(std::atomic<std::uint64_t>::is_always_lock_free);
 }
 
+TEST(Tcb, WaitStampsMeasureAWaitToWithinTwoTicksAcrossTheWrap) {
+  constexpr std::int64_t kTick = std::int64_t{1} << kWaitTickShift;
+  const std::int64_t wrap = kTick << 32;  // where the 32-bit tick count wraps
+  for (std::int64_t start : {std::int64_t{0}, 5 * kTick + 3, wrap - 3 * kTick + 7, 7 * wrap + 11}) {
+    const std::uint32_t since = wait_stamp(start);
+    EXPECT_NE(since, 0u) << "0 means never stamped";
+    for (std::int64_t waited : {std::int64_t{0}, kTick / 2, 10 * kTick, std::int64_t{300'000'000},
+                                std::int64_t{86'400'000'000'000}}) {  // up to a day
+      const std::int64_t got = waited_ns(since, start + waited);
+      EXPECT_LE(got, waited + 2 * kTick) << "start " << start << " waited " << waited;
+      EXPECT_GE(got, waited - 2 * kTick) << "start " << start << " waited " << waited;
+    }
+  }
+}
+
 TEST(StackPool, NormalStacksAreReusedNotRemapped) {
   StackPool pool(64 * 1024, false);
   std::vector<Stack*> first(8);
