@@ -260,10 +260,18 @@ static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of 
 // cold: in the echo server, park_current's first loads were the largest share
 // of chronos's own time. The reactor uses it (reactor/io_wait.cpp); a
 // channel's waker does not, since what it wakes usually runs next, warm.
-[[gnu::always_inline]] inline void prefetch_resume(const Fiber* f) noexcept {
+// The first `lines` cache lines above f's saved context (the two words the
+// switch saved, the red zone, then the frames under it). False, fetching
+// nothing, if f never ran.
+[[gnu::always_inline]] inline bool prefetch_saved_frames(const Fiber* f, int lines) noexcept {
   const char* sp = static_cast<const char*>(f->ctx);
-  if (!sp) return;  // never ran
-  for (int line = 0; line < 6; ++line) __builtin_prefetch(sp + 64 * line, 0, 3);
+  if (!sp) return false;
+  for (int line = 0; line < lines; ++line) __builtin_prefetch(sp + 64 * line, 0, 3);
+  return true;
+}
+
+[[gnu::always_inline]] inline void prefetch_resume(const Fiber* f) noexcept {
+  prefetch_saved_frames(f, 6);
 }
 
 // A hint from the worker that has just taken f, a parked fiber readied since,
@@ -278,9 +286,7 @@ static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of 
 // are stable. Not for a fiber that switched out just before (a yield, a
 // hand-off): its lines are warm, and the prefetches would be pure cost.
 [[gnu::always_inline]] inline void prefetch_run(const Fiber* f) noexcept {
-  const char* sp = static_cast<const char*>(f->ctx);
-  if (!sp) return;  // never ran
-  for (int line = 0; line < 12; ++line) __builtin_prefetch(sp + 64 * line, 0, 3);
+  if (!prefetch_saved_frames(f, 12)) return;  // never ran
   if (const char* top = reinterpret_cast<const char*>(f->stack)) {
     __builtin_prefetch(top - 64, 0, 3);
     __builtin_prefetch(top - 128, 0, 3);

@@ -380,7 +380,9 @@ Worker* park_current(Worker* w, WaitKind kind, const void* on, CommitFn commit, 
   // A fiber the reactor readied (its wait_kind still says so) has waited on
   // the network, long enough to go cold. One a channel or a join woke
   // usually runs right after its waker, warm, and would only pay for the
-  // prefetches.
+  // prefetches. Only here: the scheduler loop's run_fiber starts what its
+  // own blocking poll just woke (warm, and its waker ran prefetch_resume)
+  // or what a burst queued, mostly fresh fibers that have no frames yet.
   if (next && next->wait_kind == WaitKind::kIo) prefetch_run(next);
   w = switch_to(w, self, next ? next : &w->main, PostAction::kPark, commit, arg, on);
   self->wait_kind = WaitKind::kNone;
