@@ -3,11 +3,13 @@
 // TCBs (fiber/tcb.hpp) are carved from chunks of kChunkFibers, side by side,
 // apart from any stack: a spawn writes a few cache lines of one chunk, and a
 // burst of spawns walks its chunks in order, which the hardware prefetcher
-// follows. A TCB is never returned to the system while its runtime lives,
-// so anything that walks every TCB (dumps, the deadlock detector, shutdown,
-// the gdb extension) reads memory that stays valid; a free TCB reads Done
-// and has no payload operations. At 192 bytes a TCB, a million fibers keep
-// 192 MB of them after the burst, as Go keeps its goroutine records.
+// follows. A new chunk is committed whole in one call when it is mapped
+// (fiber/populate.hpp), not a page fault per 21 TCBs. A TCB is never
+// returned to the system while its runtime lives, so anything that walks
+// every TCB (dumps, the deadlock detector, shutdown, the gdb extension) reads
+// memory that stays valid; a free TCB reads Done and has no payload
+// operations. At 192 bytes a TCB, a million fibers keep 192 MB of them after
+// the burst, as Go keeps its goroutine records.
 //
 // Pooling is StackPool's: batches move between the free list and a worker's
 // cache under a mutex taken once per batch. The free list is an array of

@@ -3,6 +3,7 @@
 #include "fiber/stack_pool.hpp"
 
 #include "arch/sanitizer.hpp"
+#include "fiber/populate.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -106,6 +107,8 @@ char* StackPool::map_guarded(std::size_t len) const {
 // happen outside it, and only the list of all stacks is edited under it.
 void StackPool::map_normal(Stack** out) {
   char* p = map_guarded(page_ + slot_size_);
+  PageRange top{p + page_ + slot_size_ - page_, page_};  // the header's page (see take)
+  populate_pages(&top, 1);
   Stack* s = prepare(p + page_, false);
   try {
     std::lock_guard lock(mu_);
@@ -187,6 +190,13 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
     map_normal(out);
     return 1;
   }
+  // Commit every fresh slot's top page (its header, and the frames the fiber
+  // starts with) in one call before writing the headers: a page fault each
+  // costs twice as much on a VM (fiber/populate.hpp).
+  static_assert(kMaxTake <= kMaxPopulate);
+  PageRange tops[kMaxTake];
+  for (std::size_t i = 0; i < fresh; ++i) tops[i] = {lo[i] + slot_size_ - page_, page_};
+  populate_pages(tops, fresh);
   for (std::size_t i = 0; i < fresh; ++i) out[got++] = prepare(lo[i], first[i]);
   return got;
 }

@@ -23,8 +23,11 @@
 //                 instruction: small stacks are for shallow fibers, see the
 //                 README.
 //
-// Memory is mapped MAP_NORESERVE and committed by the kernel on first touch, so
-// a parked fiber costs the stack pages it has used, usually one.
+// Memory is mapped MAP_NORESERVE, so a parked fiber costs the stack pages it
+// has used, usually one. That one, the slot's top page (header and first
+// frames), take() commits for a whole batch of fresh slots in one call
+// (fiber/populate.hpp) instead of a page fault each; the rest of a slot is
+// committed by the kernel on first touch, as the fiber grows into it.
 //
 // Pooling. take() and give() move batches between the pool's free list and a
 // worker's cache (sched/worker.hpp), under a mutex that a worker takes once per

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -12,13 +13,81 @@
 #include <thread>
 #include <vector>
 
+#include "arch/sanitizer.hpp"
 #include "fiber/fiber_pool.hpp"
+#include "fiber/populate.hpp"
 #include "fiber/stack_pool.hpp"
 #include "fiber/tcb.hpp"
 
 namespace {
 
 using namespace chronos::detail;
+
+const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+
+bool resident(const void* p) {
+  unsigned char v = 0;
+  auto page = reinterpret_cast<std::uintptr_t>(p) & ~(kPage - 1);
+  EXPECT_EQ(mincore(reinterpret_cast<void*>(page), 1, &v), 0);
+  return v & 1;
+}
+
+// Whether this kernel can populate at all (MADV_POPULATE_WRITE: Linux 5.14),
+// and whether populating is on here (not under valgrind, see populate.hpp).
+bool populating() {
+  if (chronos::arch::running_on_valgrind()) return false;
+  void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  bool ok = p != MAP_FAILED && madvise(p, kPage, 23 /* MADV_POPULATE_WRITE */) == 0;
+  if (p != MAP_FAILED) munmap(p, kPage);
+  return ok;
+}
+
+TEST(Populate, CommitsExactlyTheRangesGivenAsZeroedWritablePages) {
+  if (!populating()) {
+    GTEST_SKIP() << "no MADV_POPULATE_WRITE here, or under valgrind";
+  }
+  constexpr std::size_t kPages = 16;
+  auto* p = static_cast<char*>(
+      mmap(nullptr, kPages * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  // Every third page, and one two-page range: as a batch of stack tops is.
+  std::vector<PageRange> ranges;
+  std::set<std::size_t> want;
+  for (std::size_t i = 0; i < 12; i += 3) {
+    ranges.push_back({p + i * kPage, kPage});
+    want.insert(i);
+  }
+  ranges.push_back({p + 13 * kPage, 2 * kPage});
+  want.insert(13);
+  want.insert(14);
+  populate_pages(ranges.data(), ranges.size());
+  for (std::size_t i = 0; i < kPages; ++i)
+    EXPECT_EQ(resident(p + i * kPage), want.count(i) == 1) << "page " << i;
+  for (std::size_t i : want) {
+    EXPECT_EQ(p[i * kPage], 0);
+    EXPECT_EQ(p[i * kPage + kPage - 1], 0);
+    p[i * kPage] = 1;  // writable
+  }
+  munmap(p, kPages * kPage);
+}
+
+TEST(Populate, AnEmptyBatchAndAnUnmappedRangeAreHarmless) {
+  populate_pages(nullptr, 0);
+  // A range nobody has mapped: the kernel refuses it (ENOMEM), and the call
+  // neither crashes nor stops populating for later calls.
+  auto* p = static_cast<char*>(
+      mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  munmap(p + kPage, kPage);
+  PageRange hole{p + kPage, kPage};
+  populate_pages(&hole, 1);
+  PageRange ok{p, kPage};
+  populate_pages(&ok, 1);
+  if (populating()) {
+    EXPECT_TRUE(resident(p));
+  }
+  munmap(p, kPage);
+}
 
 TEST(Tcb, StateWordPacksStatePointerPriorityAndFlag) {
   alignas(64) static char object[64];
@@ -187,6 +256,29 @@ TEST(StackPool, TrimUnmapsNormalStacksAndReturnsSmallOnesPages) {
   small.give(again.data(), again.size());
 }
 
+// A fresh slot is committed one page at a time: its top page (the header and
+// the first frames), which take() populates for the whole batch in one call,
+// and nothing below it until the fiber grows into it. Populating more would
+// multiply what a parked fiber costs (4.3 KB, README).
+TEST(StackPool, FreshSlotsCommitOnlyTheirTopPage) {
+  for (bool small : {true, false}) {
+    StackPool pool(32 * 1024, small);
+    Stack* got[StackPool::kMaxTake];
+    std::size_t n = small ? pool.take(got, StackPool::kMaxTake) : pool.take(got, 1);
+    ASSERT_EQ(n, small ? StackPool::kMaxTake : 1u);
+    for (std::size_t i = 0; i < n; ++i) {
+      Stack* s = got[i];
+      EXPECT_TRUE(resident(s->top() - 1)) << "slot " << i;  // the first frames' page
+      EXPECT_TRUE(resident(s));
+      std::size_t below = 0;
+      char* slot_end = s->lo + pool.slot_size();
+      for (char* q = s->lo; q < slot_end - kPage; q += kPage) below += resident(q);
+      EXPECT_EQ(below, 0u) << "slot " << i << " (small: " << small << ")";
+    }
+    pool.give(got, n);
+  }
+}
+
 // take() reserves fresh slots under its lock and writes their headers after
 // it, so two workers refilling at once fault their pages in parallel. Every
 // slot must still be handed out once, with its header and canary in place,
@@ -273,6 +365,23 @@ TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
   EXPECT_EQ(pool.carved(), 100u);  // reused, not carved again
   EXPECT_EQ(std::set<Fiber*>(again.begin(), again.end()), std::set<Fiber*>(f.begin(), f.end()));
   pool.give(again.data(), again.size());
+}
+
+// A new chunk of TCBs is committed whole when it is mapped (one call, not a
+// page fault per 21 TCBs carved): its last page is there before any TCB on
+// it has been carved.
+TEST(FiberPool, ANewChunkIsCommittedWhole) {
+  if (!populating()) {
+    GTEST_SKIP() << "no MADV_POPULATE_WRITE here, or under valgrind";
+  }
+  FiberPool pool(nullptr);
+  Fiber* f = nullptr;
+  ASSERT_EQ(pool.take(&f, 1), 1u);
+  const auto* chunk = reinterpret_cast<const char*>(f);  // a fresh pool carves from its start
+  const std::size_t bytes = FiberPool::kChunkFibers * sizeof(Fiber);
+  EXPECT_TRUE(resident(chunk + bytes / 2));
+  EXPECT_TRUE(resident(chunk + bytes - 1));  // the last page
+  pool.give(&f, 1);
 }
 
 TEST(FiberPool, ConcurrentTakesFromAnEmptyPoolHandOutDistinctConstructedTcbs) {

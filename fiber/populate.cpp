@@ -1,0 +1,61 @@
+// fiber/populate.cpp: populate_pages (fiber/populate.hpp).
+#include "fiber/populate.hpp"
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+
+#include "arch/sanitizer.hpp"
+
+namespace chronos::detail {
+namespace {
+
+#ifndef MADV_POPULATE_WRITE
+constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; glibc headers older than 2.35 lack it
+#endif
+constexpr int kPidfdSelf = -10000;  // PIDFD_SELF (linux/pidfd.h, 6.15): the calling thread
+
+enum Mode : int { kBatched, kPerRange, kOff };
+
+// Which call works here. Starts optimistic and only ever steps down; relaxed:
+// each value is a complete answer on its own, and a thread that reads a stale
+// one makes a call that fails harmlessly and steps down itself.
+std::atomic<int> g_mode{kBatched};
+
+bool unsupported(int err) noexcept {
+  // EBADF/ESRCH: no PIDFD_SELF; EINVAL: no such advice (or not for
+  // process_madvise); ENOSYS: no such call; EPERM: refused (a seccomp filter).
+  return err == EBADF || err == ESRCH || err == EINVAL || err == ENOSYS || err == EPERM;
+}
+
+}  // namespace
+
+void populate_pages(const PageRange* ranges, std::size_t n) noexcept {
+  if (n == 0 || arch::running_on_valgrind()) return;
+  int mode = g_mode.load(std::memory_order_relaxed);
+  if (mode == kBatched) {
+    iovec iov[kMaxPopulate];
+    if (n > kMaxPopulate) n = kMaxPopulate;
+    for (std::size_t i = 0; i < n; ++i) iov[i] = {ranges[i].lo, ranges[i].len};
+    if (::syscall(SYS_process_madvise, kPidfdSelf, iov, n, MADV_POPULATE_WRITE, 0) >= 0) return;
+    // A partial or failed populate of memory we own (ENOMEM) leaves the rest
+    // to fault in: nothing to do. Only a missing feature changes the mode.
+    if (!unsupported(errno)) return;
+    mode = kPerRange;
+    g_mode.store(mode, std::memory_order_relaxed);
+  }
+  if (mode == kPerRange) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (::madvise(ranges[i].lo, ranges[i].len, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) {
+        g_mode.store(kOff, std::memory_order_relaxed);
+        return;
+      }
+    }
+  }
+}
+
+}  // namespace chronos::detail

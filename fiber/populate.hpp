@@ -1,0 +1,43 @@
+// fiber/populate.hpp: committing fresh pages in one system call instead of
+// one page fault each.
+//
+// A fresh stack slot or TCB chunk is mapped lazily, and its first touch costs
+// a page fault per page. On a virtual machine that fault is the expensive way
+// in: the guest's exception path and the hypervisor's both run. Measured on
+// the development VM (2-CPU AMD EPYC guest, Linux 6.18), per 4 KiB page:
+//
+//   first touch, page fault                       10.4-10.9 us
+//   madvise(MADV_POPULATE_WRITE), one page each    2.5 us  (+ 4.5 us first touch)
+//   process_madvise of 64 pages, one call          1.0 us  (+ 4.5 us first touch)
+//
+// The 4.5 us left at first touch is the hypervisor mapping the page for the
+// guest, which no guest-side call avoids (huge pages do not either: 6.8 us
+// per 4 KiB). So a batch of fresh slots costs half as much populated as
+// faulted, and a million parked fibers, one fresh stack page each, start in
+// about half the time. On bare metal a fault costs well under a microsecond
+// and a batched populate about the same: nothing is lost there.
+//
+// populate_pages() commits each range with process_madvise(PIDFD_SELF, ...,
+// MADV_POPULATE_WRITE) (Linux 6.15+ for the self pidfd, 5.14+ for the
+// advice), and falls back to one madvise() per range, then to nothing (the
+// pages fault in as before), remembering which works. It never fails: a
+// range the kernel cannot commit now (no memory) faults in on first touch,
+// with the usual consequences. Under valgrind it does nothing: valgrind does
+// not know process_madvise, and its own page tracking makes the gain moot.
+// Not on any steady-state path: only fresh slots and chunks come here.
+#pragma once
+
+#include <cstddef>
+
+namespace chronos::detail {
+
+struct PageRange {
+  void* lo;         // page-aligned
+  std::size_t len;  // a multiple of the page size
+};
+
+// At most kMaxPopulate ranges per call.
+void populate_pages(const PageRange* ranges, std::size_t n) noexcept;
+inline constexpr std::size_t kMaxPopulate = 64;
+
+}  // namespace chronos::detail
