@@ -16,12 +16,16 @@
 // the same way. Pointers in an array, not a list linked through the TCBs: a
 // pop then copies 32 pointers instead of chasing 32 dependent cache misses
 // (a million queued fibers do not stay in cache). The spill only grows, to
-// the most fibers it has held, so the steady state does not allocate; if
-// growing fails, the batch is linked through Fiber::next onto an overflow
-// list instead, which pop_batch drains first. The spill is checked
-// after the ring, through an atomic count, without the lock when empty. No
-// fiber is ever dropped. See README, "Spawning from outside".
+// the most fibers it has held, so the steady state does not allocate, and it
+// grows outside the lock (grow_spill), so that taking a batch never waits
+// behind the page faults of a new ring. If growing fails, the batch is linked
+// through Fiber::next onto an overflow list instead, which pop_batch drains
+// first. The spill is checked after the ring, through an atomic count,
+// without the lock when empty. No fiber is ever dropped. See README,
+// "Spawning from outside".
 #pragma once
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -30,8 +34,9 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <vector>
+#include <utility>
 
+#include "fiber/populate.hpp"
 #include "fiber/tcb.hpp"
 
 namespace chronos::detail {
@@ -72,22 +77,29 @@ class InjectQueue {
   // runqputslow moves half a run queue to the global queue under one lock.
   void push_batch(Fiber* const* fs, std::size_t n) noexcept {
     if (n == 0) return;
-    std::lock_guard lock(batch_mu_);
-    if (spill_count_ + n <= spill_.size() || grow_spill(spill_count_ + n)) {
-      const std::size_t mask = spill_.size() - 1;
-      for (std::size_t i = 0; i < n; ++i) spill_[(spill_head_ + spill_count_ + i) & mask] = fs[i];
-      spill_count_ += n;
-    } else {  // out of memory: link them instead
-      for (std::size_t i = 0; i + 1 < n; ++i) fs[i]->next = fs[i + 1];
-      fs[n - 1]->next = nullptr;
-      if (list_tail_) {
-        list_tail_->next = fs[0];
-      } else {
-        list_head_ = fs[0];
+    Ring unused;  // freed after the lock is let go
+    {
+      std::unique_lock lock(batch_mu_);
+      bool room = true;
+      while (room && spill_count_ + n > spill_.cap)
+        room = grow_spill(lock, spill_count_ + n, unused);
+      if (room) {
+        const std::size_t mask = spill_.cap - 1;
+        for (std::size_t i = 0; i < n; ++i)
+          spill_.cells[(spill_head_ + spill_count_ + i) & mask] = fs[i];
+        spill_count_ += n;
+      } else {  // out of memory: link them instead
+        for (std::size_t i = 0; i + 1 < n; ++i) fs[i]->next = fs[i + 1];
+        fs[n - 1]->next = nullptr;
+        if (list_tail_) {
+          list_tail_->next = fs[0];
+        } else {
+          list_head_ = fs[0];
+        }
+        list_tail_ = fs[n - 1];
       }
-      list_tail_ = fs[n - 1];
+      batched_.fetch_add(n, std::memory_order_release);  // release: the batch is visible
     }
-    batched_.fetch_add(n, std::memory_order_release);  // release: the batch is visible
   }
 
   // Up to max fibers into out (at least 1 if any is queued): one from the
@@ -108,8 +120,8 @@ class InjectQueue {
     }
     if (!list_head_) list_tail_ = nullptr;
     const std::size_t from_spill = std::min(max - n, spill_count_);
-    const std::size_t mask = spill_.size() - 1;
-    for (std::size_t i = 0; i < from_spill; ++i) out[n++] = spill_[(spill_head_ + i) & mask];
+    const std::size_t mask = spill_.cap - 1;
+    for (std::size_t i = 0; i < from_spill; ++i) out[n++] = spill_.cells[(spill_head_ + i) & mask];
     if (from_spill) spill_head_ = (spill_head_ + from_spill) & mask;
     spill_count_ -= from_spill;
     batched_.fetch_sub(n, std::memory_order_relaxed);
@@ -130,21 +142,61 @@ class InjectQueue {
   }
 
  private:
-  // Makes room for `need` pointers in the spill, keeping their order. Under
-  // batch_mu_. False if the memory cannot be had.
-  bool grow_spill(std::size_t need) noexcept {
-    std::size_t cap = spill_.empty() ? 1024 : spill_.size();
-    while (cap < need) cap *= 2;
-    try {
-      std::vector<Fiber*> bigger(cap);
-      for (std::size_t i = 0; i < spill_count_; ++i)
-        bigger[i] = spill_[(spill_head_ + i) & (spill_.size() - 1)];
-      spill_.swap(bigger);
-      spill_head_ = 0;
-      return true;
-    } catch (const std::bad_alloc&) {
-      return false;
+  // The spill's storage: a power of two of pointers, or none. Not a vector:
+  // growing must not zero (and so fault in) the new ring under the lock.
+  struct Ring {
+    Fiber** cells = nullptr;
+    std::size_t cap = 0;
+    Ring() = default;
+    Ring(Ring&& o) noexcept
+        : cells(std::exchange(o.cells, nullptr)), cap(std::exchange(o.cap, 0)) {}
+    Ring& operator=(Ring&& o) noexcept {
+      std::swap(cells, o.cells);
+      std::swap(cap, o.cap);
+      return *this;
     }
+    ~Ring() { delete[] cells; }
+  };
+
+  // Makes room for `need` pointers in the spill, keeping their order. Holds
+  // the lock on entry and on return, but lets it go while the bigger ring is
+  // allocated and its pages committed (fiber/populate.hpp): a million queued
+  // fibers need 8 MB, a few milliseconds of page faults on a VM, and the
+  // workers taking batches meanwhile must not wait behind them. What it
+  // replaces, or a ring it no longer needs, goes to `unused`, for the caller
+  // to free after the lock (if it is called again, because others filled the
+  // spill meanwhile, the first one is freed under the lock: rare). False if
+  // the memory cannot be had.
+  bool grow_spill(std::unique_lock<std::mutex>& lock, std::size_t need, Ring& unused) noexcept {
+    std::size_t cap = spill_.cap ? 2 * spill_.cap : 1024;
+    while (cap < need) cap *= 2;
+    lock.unlock();
+    Ring bigger;
+    bigger.cells = new (std::nothrow) Fiber*[cap];
+    if (bigger.cells) {
+      bigger.cap = cap;
+      commit(bigger);
+    }
+    lock.lock();
+    if (!bigger.cells) return false;
+    if (spill_.cap < cap) {  // (another pusher may have grown it meanwhile)
+      for (std::size_t i = 0; i < spill_count_; ++i)
+        bigger.cells[i] = spill_.cells[(spill_head_ + i) & (spill_.cap - 1)];
+      spill_head_ = 0;
+      std::swap(spill_, bigger);
+    }
+    unused = std::move(bigger);
+    return true;
+  }
+
+  // Commits a new ring's whole pages in one call instead of a fault each.
+  static void commit(const Ring& r) noexcept {
+    static const auto kPage = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    auto lo = (reinterpret_cast<std::uintptr_t>(r.cells) + kPage - 1) & ~(kPage - 1);
+    auto hi = reinterpret_cast<std::uintptr_t>(r.cells + r.cap) & ~(kPage - 1);
+    if (hi <= lo) return;
+    PageRange range{reinterpret_cast<void*>(lo), hi - lo};
+    populate_pages(&range, 1);
   }
 
   Fiber* pop_ring() noexcept {
@@ -179,7 +231,7 @@ class InjectQueue {
   alignas(64) std::atomic<std::size_t> tail_{0};  // producers
   alignas(64) std::atomic<std::size_t> batched_{0};
   std::mutex batch_mu_;
-  std::vector<Fiber*> spill_;  // a ring: a power of two in size, or empty
+  Ring spill_;
   std::size_t spill_head_ = 0;
   std::size_t spill_count_ = 0;
   Fiber* list_head_ = nullptr;  // what did not fit when the spill could not grow
