@@ -58,4 +58,8 @@ void populate_pages(const PageRange* ranges, std::size_t n) noexcept {
   }
 }
 
+bool populate_enabled() noexcept {
+  return !arch::running_on_valgrind() && g_mode.load(std::memory_order_relaxed) != kOff;
+}
+
 }  // namespace chronos::detail

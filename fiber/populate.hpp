@@ -38,6 +38,9 @@ struct PageRange {
 
 // At most kMaxPopulate ranges per call.
 void populate_pages(const PageRange* ranges, std::size_t n) noexcept;
+// False where populate_pages is known to do nothing: under valgrind, or once
+// the kernel has refused both calls.
+bool populate_enabled() noexcept;
 inline constexpr std::size_t kMaxPopulate = 64;
 
 }  // namespace chronos::detail

@@ -13,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include "arch/sanitizer.hpp"
 #include "fiber/fiber_pool.hpp"
 #include "fiber/populate.hpp"
 #include "fiber/stack_pool.hpp"
@@ -35,7 +34,7 @@ bool resident(const void* p) {
 // Whether this kernel can populate at all (MADV_POPULATE_WRITE: Linux 5.14),
 // and whether populating is on here (not under valgrind, see populate.hpp).
 bool populating() {
-  if (chronos::arch::running_on_valgrind()) return false;
+  if (!populate_enabled()) return false;
   void* p = mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   bool ok = p != MAP_FAILED && madvise(p, kPage, 23 /* MADV_POPULATE_WRITE */) == 0;
   if (p != MAP_FAILED) munmap(p, kPage);
