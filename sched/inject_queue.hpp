@@ -145,17 +145,8 @@ class InjectQueue {
   // The spill's storage: a power of two of pointers, or none. Not a vector:
   // growing must not zero (and so fault in) the new ring under the lock.
   struct Ring {
-    Fiber** cells = nullptr;
+    std::unique_ptr<Fiber*[]> cells;  // made with new[] without (), so not zeroed
     std::size_t cap = 0;
-    Ring() = default;
-    Ring(Ring&& o) noexcept
-        : cells(std::exchange(o.cells, nullptr)), cap(std::exchange(o.cap, 0)) {}
-    Ring& operator=(Ring&& o) noexcept {
-      std::swap(cells, o.cells);
-      std::swap(cap, o.cap);
-      return *this;
-    }
-    ~Ring() { delete[] cells; }
   };
 
   // Makes room for `need` pointers in the spill, keeping their order. Holds
@@ -171,12 +162,8 @@ class InjectQueue {
     std::size_t cap = spill_.cap ? 2 * spill_.cap : 1024;
     while (cap < need) cap *= 2;
     lock.unlock();
-    Ring bigger;
-    bigger.cells = new (std::nothrow) Fiber*[cap];
-    if (bigger.cells) {
-      bigger.cap = cap;
-      commit(bigger);
-    }
+    Ring bigger{std::unique_ptr<Fiber*[]>(new (std::nothrow) Fiber*[cap]), cap};
+    if (bigger.cells) commit(bigger);
     lock.lock();
     if (!bigger.cells) return false;
     if (spill_.cap < cap) {  // (another pusher may have grown it meanwhile)
@@ -192,8 +179,8 @@ class InjectQueue {
   // Commits a new ring's whole pages in one call instead of a fault each.
   static void commit(const Ring& r) noexcept {
     static const auto kPage = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-    auto lo = (reinterpret_cast<std::uintptr_t>(r.cells) + kPage - 1) & ~(kPage - 1);
-    auto hi = reinterpret_cast<std::uintptr_t>(r.cells + r.cap) & ~(kPage - 1);
+    auto lo = (reinterpret_cast<std::uintptr_t>(r.cells.get()) + kPage - 1) & ~(kPage - 1);
+    auto hi = reinterpret_cast<std::uintptr_t>(r.cells.get() + r.cap) & ~(kPage - 1);
     if (hi <= lo) return;
     PageRange range{reinterpret_cast<void*>(lo), hi - lo};
     populate_pages(&range, 1);
