@@ -147,7 +147,6 @@ inline void sanitizer_snapshot_reads_end() {
 #endif
 }
 
-// valgrind: register a stack while it is mapped. Returns an id (0 if none).
 // True under valgrind: a few no-op instructions otherwise (see above).
 inline bool running_on_valgrind() noexcept {
 #if CHRONOS_HAVE_VALGRIND
@@ -157,6 +156,7 @@ inline bool running_on_valgrind() noexcept {
 #endif
 }
 
+// valgrind: register a stack while it is mapped. Returns an id (0 if none).
 inline unsigned valgrind_stack_register([[maybe_unused]] void* lo, [[maybe_unused]] void* hi) {
 #if CHRONOS_HAVE_VALGRIND
   return VALGRIND_STACK_REGISTER(lo, hi);

@@ -36,10 +36,10 @@ bool unsupported(int err) noexcept {
 
 void populate_pages(const PageRange* ranges, std::size_t n) noexcept {
   if (n == 0 || arch::running_on_valgrind()) return;
+  if (n > kMaxPopulate) n = kMaxPopulate;  // (the contract; the rest would fault in)
   int mode = g_mode.load(std::memory_order_relaxed);
   if (mode == kBatched) {
     iovec iov[kMaxPopulate];
-    if (n > kMaxPopulate) n = kMaxPopulate;
     for (std::size_t i = 0; i < n; ++i) iov[i] = {ranges[i].lo, ranges[i].len};
     if (::syscall(SYS_process_madvise, kPidfdSelf, iov, n, MADV_POPULATE_WRITE, 0) >= 0) return;
     // A partial or failed populate of memory we own (ENOMEM) leaves the rest

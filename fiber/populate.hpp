@@ -6,16 +6,17 @@
 // in: the guest's exception path and the hypervisor's both run. Measured on
 // the development VM (2-CPU AMD EPYC guest, Linux 6.18), per 4 KiB page:
 //
-//   first touch, page fault                       10.4-10.9 us
-//   madvise(MADV_POPULATE_WRITE), one page each    2.5 us  (+ 4.5 us first touch)
-//   process_madvise of 64 pages, one call          1.0 us  (+ 4.5 us first touch)
+//   first touch, page fault                       10.4-11.6 us
+//   madvise(MADV_POPULATE_WRITE), one page each    2.1-2.5 us (+ 4.5-5.4 us first touch)
+//   process_madvise of 64 pages, one call          1.0-1.4 us (+ 4.5-5.4 us first touch)
 //
-// The 4.5 us left at first touch is the hypervisor mapping the page for the
-// guest, which no guest-side call avoids (huge pages do not either: 6.8 us
-// per 4 KiB). So a batch of fresh slots costs half as much populated as
-// faulted, and a million parked fibers, one fresh stack page each, start in
-// about half the time. On bare metal a fault costs well under a microsecond
-// and a batched populate about the same: nothing is lost there.
+// (bench/results/idle-populate-2cpu-2026-12-05.md.) What is left at first
+// touch is the hypervisor mapping the page for the guest, which no
+// guest-side call avoids (huge pages do not either: 6.8 us per 4 KiB). So a
+// batch of fresh slots costs about half as much populated as faulted, and a
+// million parked fibers started in 0.54-0.78x the time. On bare metal a fault
+// costs well under a microsecond; the batched call should cost about the
+// same there, but that has not been measured.
 //
 // populate_pages() commits each range with process_madvise(PIDFD_SELF, ...,
 // MADV_POPULATE_WRITE) (Linux 6.15+ for the self pidfd, 5.14+ for the
