@@ -1,9 +1,11 @@
 // sched/inspect.cpp: fiber snapshots and the dump text (sched/inspect.hpp).
 #include "sched/inspect.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "sched/backtrace.hpp"
 #include "sched/registry.hpp"
@@ -14,12 +16,32 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kMaxFrames = 48;
+// A bounded dump lists what the fibers it leaves out wait on in at most this
+// many lines, largest group first.
+constexpr std::size_t kSummaryGroups = 16;
 
 struct Walk {
   std::vector<FiberSnapshot>* out;
   bool backtraces;
   std::int64_t now;
+  // Bounded walks (snapshot_fibers' keep): `out` is a max-heap by id of at
+  // most `keep` fibers, and every other fiber is only counted in `rest`.
+  std::size_t keep = SIZE_MAX;
+  std::map<std::string, std::size_t>* rest = nullptr;
+
+  static bool by_id(const FiberSnapshot& a, const FiberSnapshot& b) { return a.id < b.id; }
+  bool bounded() const { return keep != SIZE_MAX; }
+  // Whether a fiber with this id would be kept, so is worth a stack walk.
+  bool would_keep(FiberId id) const {
+    return !bounded() || out->size() < keep || (!out->empty() && id < out->front().id);
+  }
 };
+
+// What a fiber left out of a bounded snapshot is counted under.
+std::string summary_of(const FiberSnapshot& s) {
+  if (s.state == FiberState::kWaiting) return "waiting: " + describe_wait(s);
+  return s.state == FiberState::kRunning ? "running" : "runnable";
+}
 
 // Sets the hold on a Waiting fiber. Returns the word it held, or 0 if the
 // fiber is not (or no longer) Waiting.
@@ -73,7 +95,22 @@ void finish(FiberSnapshot& s, std::uint64_t word, Walk& walk) {
   s.state = state_word::state(word);
   s.priority = state_word::priority(word);
   s.small_stack = state_word::small(word);
-  walk.out->push_back(std::move(s));
+  if (!walk.bounded()) {
+    walk.out->push_back(std::move(s));
+    return;
+  }
+  std::vector<FiberSnapshot>& heap = *walk.out;
+  if (heap.size() == walk.keep) {
+    if (walk.keep == 0 || s.id > heap.front().id) {
+      ++(*walk.rest)[summary_of(s)];
+      return;
+    }
+    std::pop_heap(heap.begin(), heap.end(), Walk::by_id);  // the highest id makes room
+    ++(*walk.rest)[summary_of(heap.back())];
+    heap.pop_back();
+  }
+  heap.push_back(std::move(s));
+  std::push_heap(heap.begin(), heap.end(), Walk::by_id);
 }
 
 // A fiber that is not Waiting may become Waiting again between our load and
@@ -96,7 +133,7 @@ void visit(Fiber* f, void* arg) {
       s.id = f->id;
       s.name = f->name;
       read_wait(f, s, walk);
-      if (walk.backtraces) {
+      if (walk.backtraces && walk.would_keep(s.id)) {
         s.frames.resize(kMaxFrames);
         s.frames.resize(backtrace_suspended(f->ctx, s.frames.data(), kMaxFrames));
       }
@@ -157,11 +194,16 @@ void appendf(std::string& out, const char* fmt, auto... args) {
 
 }  // namespace
 
-std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces) {
+std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces, std::size_t keep,
+                                           std::map<std::string, std::size_t>* rest) {
   std::vector<FiberSnapshot> out;
-  Walk walk{&out, backtraces, now_ns()};
+  Walk walk{&out, backtraces, now_ns(), rest ? keep : SIZE_MAX, rest};
   rt->fibers().for_each_slot(&visit, &walk);
-  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  if (walk.bounded()) {
+    std::sort_heap(out.begin(), out.end(), Walk::by_id);
+  } else {
+    std::sort(out.begin(), out.end(), Walk::by_id);
+  }
   return out;
 }
 
@@ -188,13 +230,15 @@ std::string describe_wait(const FiberSnapshot& s) {
   return out;
 }
 
-bool wait_may_end_by_itself(const FiberSnapshot& s) {
-  switch (s.kind) {
+namespace {
+
+bool may_end_by_itself(WaitKind kind, WaitReason reason) {
+  switch (kind) {
     case WaitKind::kIo:
     case WaitKind::kBlocking:
       return true;
     case WaitKind::kSync:
-      return s.reason == WaitReason::kSleep;
+      return reason == WaitReason::kSleep;
     case WaitKind::kJoin:
     case WaitKind::kNone:
       return false;
@@ -202,10 +246,54 @@ bool wait_may_end_by_itself(const FiberSnapshot& s) {
   return false;
 }
 
-void write_runtime_dump(RuntimeImpl* rt, std::string& out) {
-  std::vector<FiberSnapshot> fibers = snapshot_fibers(rt, true);
+// The deadlock scan's visitor: no allocation, no stack walk, and nothing left
+// to do once the verdict can no longer be kAllStuck.
+struct Scan {
+  StuckScan verdict = StuckScan::kNoFibers;
+  std::size_t stuck = 0;
+};
+
+void scan_one(Fiber* f, void* arg) {
+  auto& scan = *static_cast<Scan*>(arg);
+  StuckScan& verdict = scan.verdict;
+  if (verdict == StuckScan::kMayWake || verdict == StuckScan::kMoving) return;
+  const FiberState st = state_word::state(f->state.load(std::memory_order_acquire));
+  if (st == FiberState::kDone) return;  // a free TCB, or finished
+  const std::uint64_t held = st == FiberState::kWaiting ? hold(f) : 0;
+  if (!held) {  // Ready or Running, or woken (or held by a dump) since the load
+    verdict = StuckScan::kMoving;
+    return;
+  }
+  WaitReason reason = WaitReason::kOther;
+  if (f->wait_kind == WaitKind::kSync)
+    if (auto* w = static_cast<const Waiter*>(state_word::pointer(held))) reason = w->what;
+  const bool wakes = may_end_by_itself(f->wait_kind, reason);
+  let_go(f, held);
+  verdict = wakes ? StuckScan::kMayWake : StuckScan::kAllStuck;
+  scan.stuck += !wakes;
+}
+
+}  // namespace
+
+bool wait_may_end_by_itself(const FiberSnapshot& s) {
+  return may_end_by_itself(s.kind, s.reason);
+}
+
+StuckScan scan_for_deadlock(RuntimeImpl* rt, std::size_t& stuck) {
+  Scan scan;
+  rt->fibers().for_each_slot(&scan_one, &scan);
+  stuck = scan.stuck;
+  return scan.verdict;
+}
+
+void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fibers) {
+  std::map<std::string, std::size_t> rest;
+  std::vector<FiberSnapshot> fibers =
+      snapshot_fibers(rt, true, max_fibers, max_fibers == SIZE_MAX ? nullptr : &rest);
+  std::size_t left_out = 0;
+  for (const auto& [what, n] : rest) left_out += n;
   appendf(out, "chronos: runtime %p, %u workers, %zu live fibers\n", static_cast<void*>(rt),
-          rt->worker_count(), fibers.size());
+          rt->worker_count(), fibers.size() + left_out);
   Symbolizer sym;
   bool any_frames = false;
   for (const FiberSnapshot& s : fibers) {
@@ -229,6 +317,23 @@ void write_runtime_dump(RuntimeImpl* rt, std::string& out) {
   }
   if (!any_frames && !backtrace_init())
     appendf(out, "\n(no backtraces: %s)\n", backtrace_unavailable_why());
+  if (left_out == 0) return;
+  appendf(out,
+          "\n... and %zu more fibers, not shown one by one (chronos::dump_fibers() shows "
+          "every fiber). What they wait on, most common first:\n",
+          left_out);
+  std::vector<std::pair<std::size_t, const std::string*>> groups;
+  for (const auto& [what, n] : rest) groups.emplace_back(n, &what);
+  std::sort(groups.begin(), groups.end(), [](auto& a, auto& b) {
+    return a.first != b.first ? a.first > b.first : *a.second < *b.second;
+  });
+  std::size_t shown = 0;
+  for (std::size_t i = 0; i < groups.size() && i < kSummaryGroups; ++i) {
+    appendf(out, "  %zu %s\n", groups[i].first, groups[i].second->c_str());
+    shown += groups[i].first;
+  }
+  if (groups.size() > kSummaryGroups)
+    appendf(out, "  %zu in %zu other waits\n", left_out - shown, groups.size() - kSummaryGroups);
 }
 
 void write_dump(std::string& out) {

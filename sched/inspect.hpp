@@ -24,6 +24,7 @@
 #include <chronos/config.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,13 @@ struct FiberSnapshot {
   std::vector<void*> frames;               // its stack, innermost first
 };
 
-// Every live (not Done) fiber of rt. backtraces: walk the Waiting ones' stacks.
-std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces);
+// Every live (not Done) fiber of rt, by id. backtraces: walk the Waiting
+// ones' stacks. With `rest`, only the `keep` fibers with the lowest ids are
+// returned (and only their stacks walked); each other fiber is counted in
+// rest under what it waits on ("waiting: channel recv 0x...", "runnable").
+std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces,
+                                           std::size_t keep = SIZE_MAX,
+                                           std::map<std::string, std::size_t>* rest = nullptr);
 
 // "channel recv 0x...", "fd 7 (read)", "join fiber 12", "sleep"...
 std::string describe_wait(const FiberSnapshot& s);
@@ -62,9 +68,25 @@ std::string describe_wait(const FiberSnapshot& s);
 // than only by another fiber: the deadlock detector's test.
 bool wait_may_end_by_itself(const FiberSnapshot& s);
 
+// The deadlock detector's question, asked of every live fiber without taking
+// a snapshot: no allocation and no stack walk, so that a runtime with a
+// million parked fibers answers it in milliseconds. Each Waiting fiber is held
+// just long enough to read what it waits on.
+enum class StuckScan {
+  kNoFibers,  // no live fiber
+  kAllStuck,  // every live fiber waits for something only another fiber can do
+  kMayWake,   // some fiber waits on a timer, I/O or a spawn_blocking job
+  kMoving,    // some fiber is not Waiting (or was woken while we looked)
+};
+// stuck: the number of fibers it found waiting on another fiber (all of the
+// live ones when the verdict is kAllStuck).
+StuckScan scan_for_deadlock(RuntimeImpl* rt, std::size_t& stuck);
+
 // Writes a dump of every live runtime's fibers: one block per fiber with its
 // id, name, state, priority, worker, wait and backtrace, Go style.
 void write_dump(std::string& out);
-void write_runtime_dump(RuntimeImpl* rt, std::string& out);
+// max_fibers: show at most this many fibers (the lowest ids) one by one, and
+// count the rest by what they wait on.
+void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fibers = SIZE_MAX);
 
 }  // namespace chronos::detail

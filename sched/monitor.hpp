@@ -14,10 +14,12 @@
 //                      handler copies the running fiber's id, name and stack
 //                      into the worker's probe. Reported once per dispatch.
 //   deadlocks          when every worker sleeps, no timer is armed and no
-//                      queue holds work, a snapshot (sched/inspect.hpp) says
+//                      queue holds work, and that has lasted, with no worker
+//                      waking, for Config::deadlock_grace, a scan of every
+//                      fiber (sched/inspect.hpp, scan_for_deadlock) says
 //                      whether live fibers remain that only another fiber
-//                      could wake. If that stays so, with no worker waking,
-//                      for Config::deadlock_grace, it is reported once.
+//                      could wake. Reported once; either way the scan is not
+//                      repeated until some worker runs a fiber again.
 //   dump requests      Config::dump_signal's handler writes to an eventfd
 //                      that the monitor polls; the dump is written here, not
 //                      in the handler, which could not allocate.
@@ -27,6 +29,7 @@
 // few wake-ups a second. With every feature off there is no thread at all.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -53,6 +56,11 @@ class Monitor {
   // Stops and joins the thread. Idempotent.
   void stop() noexcept;
 
+  // How many times the deadlock detector has scanned every fiber (for tests).
+  std::uint64_t deadlock_scans() const noexcept {
+    return deadlock_scans_.load(std::memory_order_relaxed);
+  }
+
  private:
   struct WorkerWatch {
     // fibers_run at the last tick; none yet at first, so that the first tick
@@ -78,7 +86,11 @@ class Monitor {
   // and wake-ups) when the current suspicion began, and since when.
   std::uint64_t suspect_activity_ = ~0ull;
   std::int64_t suspect_since_ = 0;
-  std::uint64_t reported_activity_ = ~0ull;
+  // The activity count at which the last full scan (sched/inspect.hpp,
+  // scan_for_deadlock) settled the question either way: reported, or some
+  // fiber could still wake. No fiber changes its wait without a dispatch.
+  std::uint64_t settled_activity_ = ~0ull;
+  std::atomic<std::uint64_t> deadlock_scans_{0};
 };
 
 }  // namespace chronos::detail

@@ -125,6 +125,7 @@ class RuntimeImpl {
   // connections against 8 (the README, "Sleeping and waking").
   static constexpr int kSpinRounds = 8;
 
+  const Monitor* monitor() const noexcept { return monitor_.get(); }  // null: none runs
   // A clock that costs a load: now_ns() as of the last time the monitor
   // thread ticked or a worker woke up (within a few ms while fibers run). It
   // stamps Fiber::wait_since on every park, which must not read the clock.

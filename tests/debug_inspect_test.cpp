@@ -26,6 +26,9 @@
 #include <thread>
 #include <vector>
 
+#include "sched/monitor.hpp"
+#include "sched/runtime_impl.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -338,6 +341,72 @@ TEST(Deadlock, NotReportedWhileATimerOrIoCanStillWakeAFiber) {
   // And an idle runtime with no fibers at all is not a deadlock either.
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(reports.count(), 0u) << reports.texts[0];
+  ::close(sv[0]);
+  ::close(sv[1]);
+}
+
+// A quiet runtime is looked at once, not on every tick: with 20,000 fibers
+// parked on a channel and one on a socket (which may wake it), the monitor
+// scans every fiber when the grace runs out, finds the socket, and then
+// leaves them alone until a fiber runs again. It used to take a snapshot of
+// every fiber on every tick, four times a second: a server with a million
+// idle connections kept a CPU busy doing nothing.
+TEST(Deadlock, AQuietRuntimeIsScannedOnceNotOnEveryTick) {
+  Reports reports;
+  chronos::Config c;
+  c.workers = 2;
+  c.deadlock_grace = 20ms;
+  c.on_deadlock = reports.sink();
+  chronos::Runtime rt(c);
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  constexpr int kParked = 20'000;
+  chronos::Channel<int> gate;
+  chronos::WaitGroup parked(kParked);
+  auto io = rt.spawn([fd = sv[0]] { chronos::wait_readable(fd); });
+  rt.spawn([&] {
+      for (int i = 0; i < kParked; ++i)
+        chronos::go(chronos::SpawnOptions{.small_stack = true}, [&] {
+          parked.done();
+          EXPECT_FALSE(gate.recv().has_value());
+        }).detach();
+    }).detach();
+  parked.wait();
+  const chronos::detail::Monitor* monitor = rt.impl().monitor();
+  ASSERT_NE(monitor, nullptr);
+  for (int i = 0; i < 1000 && monitor->deadlock_scans() == 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  // (A first scan may meet a fiber between done() and its park, and look
+  // again at the next tick.)
+  std::this_thread::sleep_for(500ms);
+  const std::uint64_t scans = monitor->deadlock_scans();
+  EXPECT_GE(scans, 1u);
+  std::this_thread::sleep_for(1s);  // four ticks or more
+  EXPECT_EQ(monitor->deadlock_scans(), scans) << "scanned again with no fiber run in between";
+  EXPECT_EQ(reports.count(), 0u);
+  // The socket's fiber finishes. What is left only another fiber could wake,
+  // and the main thread is invisible to chronos: reported, once.
+  ASSERT_EQ(::write(sv[1], "x", 1), 1);
+  io.join();
+  ASSERT_TRUE(reports.wait_for_one(10s)) << "no deadlock report";
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(reports.count(), 1u);
+  const std::string& r = reports.texts[0];
+  SCOPED_TRACE(r.substr(0, 400) + "\n[...]\n" +
+               r.substr(r.size() - std::min<std::size_t>(r.size(), 400)));
+  EXPECT_NE(r.find(std::to_string(kParked) + " fibers wait on channels"), std::string::npos);
+  EXPECT_NE(r.find(", " + std::to_string(kParked) + " live fibers\n"), std::string::npos);
+  // A hundred are shown one by one, with their stacks; the rest are counted
+  // by what they wait on, so the report stays small.
+  std::size_t blocks = 0;
+  for (std::size_t p = r.find("\nfiber "); p != std::string::npos; p = r.find("\nfiber ", p + 1))
+    ++blocks;
+  EXPECT_EQ(blocks, 100u);
+  EXPECT_NE(r.find("... and " + std::to_string(kParked - 100) + " more fibers"), std::string::npos);
+  EXPECT_TRUE(std::regex_search(r, std::regex("\n  " + std::to_string(kParked - 100) +
+                                              " waiting: channel recv 0x[0-9a-f]+\n")));
+  EXPECT_LT(r.size(), 256u * 1024);  // 20,000 blocks would be about 19 MB
+  gate.close();
   ::close(sv[0]);
   ::close(sv[1]);
 }
