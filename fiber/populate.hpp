@@ -10,7 +10,8 @@
 //   madvise(MADV_POPULATE_WRITE), one page each    2.1-2.5 us (+ 4.5-5.4 us first touch)
 //   process_madvise of 64 pages, one call          1.0-1.4 us (+ 4.5-5.4 us first touch)
 //
-// (bench/results/idle-populate-2cpu-2026-12-05.md.) What is left at first
+// (bench/results/idle-populate-2cpu-2026-12-05.md; bench/first_touch_bench
+// measures each step again.) What is left at first
 // touch is the hypervisor mapping the page for the guest, which no
 // guest-side call avoids (huge pages do not either: 6.8 us per 4 KiB). So a
 // batch of fresh slots costs about half as much populated as faulted, and a
