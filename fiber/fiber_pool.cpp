@@ -21,8 +21,11 @@ constexpr std::size_t kChunkBytes = FiberPool::kChunkFibers * sizeof(Fiber);
 FiberPool::~FiberPool() {
   // Every fiber has been released by now (RuntimeImpl's shutdown guarantees
   // it, or the runtime's memory is kept): destroy what was carved, unmap.
-  for_each_slot([](Fiber* f, void*) { f->~Fiber(); }, nullptr);
-  for (Fiber* c : chunks_) ::munmap(c, kChunkBytes);
+  for (Fiber* c : chunks_) {
+    Fiber* end = c == chunks_.back() ? bump_ : c + kChunkFibers;
+    for (Fiber* f = c; f != end; ++f) f->~Fiber();
+    ::munmap(c, kChunkBytes);
+  }
 }
 
 std::size_t FiberPool::take(Fiber** out, std::size_t n) {
@@ -90,11 +93,22 @@ void FiberPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
 }
 
 void FiberPool::for_each_slot(void (*fn)(Fiber*, void*), void* arg) {
-  std::lock_guard lock(mu_);
-  for (Fiber* c : chunks_) {
-    Fiber* end = c == chunks_.back() ? bump_ : c + kChunkFibers;
-    for (Fiber* f = c; f != end; ++f) fn(f, arg);
+  // The lock guards the list of chunks, not the TCBs: copy the list, then
+  // walk without it, so that a dump or a deadlock scan of a million TCBs
+  // never holds up a worker refilling its cache. Walking unlocked is safe:
+  // a chunk is never unmapped while the pool lives, and every TCB in the
+  // copied extents was constructed, under the lock, before we took it. TCBs
+  // carved after the copy are not visited; the visitors already cope with
+  // fibers that change state while they look.
+  std::vector<std::pair<Fiber*, Fiber*>> extents;
+  {
+    std::lock_guard lock(mu_);
+    extents.reserve(chunks_.size());
+    for (Fiber* c : chunks_)
+      extents.emplace_back(c, c == chunks_.back() ? bump_ : c + kChunkFibers);
   }
+  for (auto [lo, end] : extents)
+    for (Fiber* f = lo; f != end; ++f) fn(f, arg);
 }
 
 }  // namespace chronos::detail

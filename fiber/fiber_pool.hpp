@@ -41,12 +41,13 @@ class FiberPool {
   // Returns TCBs whose fibers are finished and released.
   void give(Fiber* const* in, std::size_t n) noexcept;
 
-  // Calls fn on every TCB that holds a fiber (spawned, not yet released),
-  // under the pool's lock. Off the hot path: shutdown and dumps use it.
+  // Calls fn on every TCB that holds a fiber (spawned, not yet released).
+  // For a quiescent runtime (shutdown), which may read Fiber::ops.
   void for_each_fiber(void (*fn)(Fiber*, void*), void* arg);
-  // Calls fn on every TCB ever carved, free or not, under the pool's lock: the
-  // caller tells them apart by the state word (a free TCB reads Done). For
-  // dumps taken while fibers run, which must not read Fiber::ops.
+  // Calls fn on every TCB carved so far, free or not: the caller tells them
+  // apart by the state word (a free TCB reads Done). For dumps and scans
+  // taken while fibers run, which must not read Fiber::ops. Holds the pool's
+  // lock only to copy the list of chunks, never during the walk.
   void for_each_slot(void (*fn)(Fiber*, void*), void* arg);
 
   std::size_t carved() const noexcept { return carved_.load(std::memory_order_relaxed); }

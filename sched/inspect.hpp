@@ -4,7 +4,8 @@
 // Where the fibers are. There is no list of all fibers (a shared list would
 // cost every spawn a lock; scheduler.hpp, "Designs not taken"). The TCB
 // pool knows every TCB it has carved, and one that holds no fiber reads Done,
-// so a snapshot walks the pool under its lock (FiberPool::for_each_slot).
+// so a snapshot walks the pool (FiberPool::for_each_slot, which takes the
+// pool's lock only to copy its list of chunks).
 //
 // What may be read. A Running or Ready fiber belongs to another thread: only
 // its state word is read properly; its id and name are copied as a racy

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
@@ -416,6 +417,44 @@ TEST(FiberPool, ConcurrentTakesFromAnEmptyPoolHandOutDistinctConstructedTcbs) {
   EXPECT_EQ(slots, pool.carved());
   EXPECT_GE(pool.carved(), kThreads * kEach);
   for (auto& v : got) pool.give(v.data(), v.size());
+}
+
+// A walk over every TCB (a dump, the deadlock scan) does not hold the pool's
+// lock while it visits: a take that must carve a new chunk meanwhile goes
+// through. Before, the monitor's scan of a million TCBs held it throughout.
+TEST(FiberPool, AWalkDoesNotHoldUpATakeThatCarves) {
+  FiberPool pool(nullptr);
+  std::vector<Fiber*> f(FiberPool::kChunkFibers);  // the first chunk, used up
+  std::size_t got = 0;
+  while (got < f.size()) got += pool.take(f.data() + got, f.size() - got);
+  struct Shared {
+    FiberPool* pool;
+    std::atomic<bool> walking{false};
+    std::atomic<bool> carved{false};
+    bool carved_during_walk = false;
+  } sh{&pool};
+  std::thread taker([&] {
+    while (!sh.walking.load()) std::this_thread::yield();
+    Fiber* more = nullptr;
+    EXPECT_EQ(pool.take(&more, 1), 1u);  // a new chunk: needs the lock
+    sh.carved.store(true);
+    pool.give(&more, 1);
+  });
+  pool.for_each_slot(
+      [](Fiber* x, void* arg) {
+        auto& s = *static_cast<Shared*>(arg);
+        if (s.walking.exchange(true)) return;  // only the first visit waits
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!s.carved.load() && std::chrono::steady_clock::now() < until)
+          std::this_thread::yield();
+        s.carved_during_walk = s.carved.load();
+        (void)x;
+      },
+      &sh);
+  taker.join();
+  EXPECT_TRUE(sh.carved_during_walk) << "take() waited for the walk to end";
+  EXPECT_EQ(pool.carved(), FiberPool::kChunkFibers + 1);
+  pool.give(f.data(), f.size());
 }
 
 TEST(FiberPool, ForEachFiberVisitsOnlyTcbsInUse) {
