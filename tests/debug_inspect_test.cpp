@@ -288,14 +288,20 @@ struct Reports {
   }
 };
 
+// Two workers whose deadlock reports go to `reports`.
+chronos::Config reporting_to(Reports& reports, std::chrono::milliseconds grace) {
+  chronos::Config c;
+  c.workers = 2;
+  c.deadlock_grace = grace;
+  c.on_deadlock = reports.sink();
+  return c;
+}
+
 }  // namespace
 
 TEST(Deadlock, TwoFibersWaitingOnEachOtherAreReportedOnce) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 2;
-  c.deadlock_grace = 50ms;
-  c.on_deadlock = reports.sink();
+  const chronos::Config c = reporting_to(reports, 50ms);
   auto rt = std::make_unique<chronos::Runtime>(c);
   chronos::Channel<int> to_a, to_b;
   auto a = rt->spawn(chronos::SpawnOptions{.name = "waits-for-b"}, [&] {
@@ -322,10 +328,7 @@ TEST(Deadlock, TwoFibersWaitingOnEachOtherAreReportedOnce) {
 
 TEST(Deadlock, NotReportedWhileATimerOrIoCanStillWakeAFiber) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 2;
-  c.deadlock_grace = 20ms;
-  c.on_deadlock = reports.sink();
+  const chronos::Config c = reporting_to(reports, 20ms);
   chronos::Runtime rt(c);
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
@@ -349,14 +352,11 @@ TEST(Deadlock, NotReportedWhileATimerOrIoCanStillWakeAFiber) {
 // parked on a channel and one on a socket (which may wake it), the monitor
 // scans every fiber when the grace runs out, finds the socket, and then
 // leaves them alone until a fiber runs again. It used to take a snapshot of
-// every fiber on every tick, four times a second: a server with a million
-// idle connections kept a CPU busy doing nothing.
+// every fiber on every tick, four times a second: a million parked fibers
+// and one in I/O kept the monitor busy on a whole CPU.
 TEST(Deadlock, AQuietRuntimeIsScannedOnceNotOnEveryTick) {
   Reports reports;
-  chronos::Config c;
-  c.workers = 2;
-  c.deadlock_grace = 20ms;
-  c.on_deadlock = reports.sink();
+  const chronos::Config c = reporting_to(reports, 20ms);
   chronos::Runtime rt(c);
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
