@@ -28,6 +28,7 @@
 
 #include "sched/monitor.hpp"
 #include "sched/runtime_impl.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 
@@ -349,23 +350,24 @@ TEST(Deadlock, NotReportedWhileATimerOrIoCanStillWakeAFiber) {
 }
 
 // A quiet runtime is looked at once, not on every tick: with 20,000 fibers
-// parked on a channel and one on a socket (which may wake it), the monitor
-// scans every fiber when the grace runs out, finds the socket, and then
-// leaves them alone until a fiber runs again. It used to take a snapshot of
-// every fiber on every tick, four times a second: a million parked fibers
-// and one in I/O kept the monitor busy on a whole CPU.
+// (fewer under sanitizers) parked on a channel and one on a socket (which
+// may wake it), the monitor scans every fiber when the grace runs out, finds
+// the socket, and then leaves them alone until a fiber runs again. It used
+// to take a snapshot of every fiber on every tick, four times a second: a
+// million parked fibers and one in I/O kept the monitor busy on a whole CPU.
 TEST(Deadlock, AQuietRuntimeIsScannedOnceNotOnEveryTick) {
   Reports reports;
   const chronos::Config c = reporting_to(reports, 20ms);
   chronos::Runtime rt(c);
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-  constexpr int kParked = 20'000;
+  const std::size_t kParked =
+      chronos::test::scaled(20'000);  // more than the report shows one by one
   chronos::Channel<int> gate;
-  chronos::WaitGroup parked(kParked);
+  chronos::WaitGroup parked(static_cast<std::int64_t>(kParked));
   auto io = rt.spawn([fd = sv[0]] { chronos::wait_readable(fd); });
   rt.spawn([&] {
-      for (int i = 0; i < kParked; ++i)
+      for (std::size_t i = 0; i < kParked; ++i)
         chronos::go(chronos::SpawnOptions{.small_stack = true}, [&] {
           parked.done();
           EXPECT_FALSE(gate.recv().has_value());
