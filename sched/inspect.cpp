@@ -232,6 +232,7 @@ std::string describe_wait(const FiberSnapshot& s) {
 
 namespace {
 
+// Whether a wait could end without another fiber's help (see scan_for_deadlock).
 bool may_end_by_itself(WaitKind kind, WaitReason reason) {
   switch (kind) {
     case WaitKind::kIo:
@@ -247,7 +248,7 @@ bool may_end_by_itself(WaitKind kind, WaitReason reason) {
 }
 
 // The deadlock scan's visitor: no allocation, no stack walk, and nothing left
-// to do once the verdict can no longer be kAllStuck.
+// to do once the verdict can no longer become kAllStuck.
 struct Scan {
   StuckScan verdict = StuckScan::kNoFibers;
   std::size_t stuck = 0;
@@ -274,10 +275,6 @@ void scan_one(Fiber* f, void* arg) {
 }
 
 }  // namespace
-
-bool wait_may_end_by_itself(const FiberSnapshot& s) {
-  return may_end_by_itself(s.kind, s.reason);
-}
 
 StuckScan scan_for_deadlock(RuntimeImpl* rt, std::size_t& stuck) {
   Scan scan;

@@ -64,15 +64,12 @@ std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces,
 // "channel recv 0x...", "fd 7 (read)", "join fiber 12", "sleep"...
 std::string describe_wait(const FiberSnapshot& s);
 
-// True if a fiber in this wait could be woken by a timer, I/O or a thread
-// outside the runtime that chronos can see (a spawn_blocking job), rather
-// than only by another fiber: the deadlock detector's test.
-bool wait_may_end_by_itself(const FiberSnapshot& s);
-
 // The deadlock detector's question, asked of every live fiber without taking
-// a snapshot: no allocation and no stack walk, so that a runtime with a
-// million parked fibers answers it in milliseconds. Each Waiting fiber is held
-// just long enough to read what it waits on.
+// a snapshot: could any of them be woken by a timer, I/O or a thread outside
+// the runtime that chronos can see (a spawn_blocking job), rather than only
+// by another fiber? No allocation per fiber and no stack walk, so that a
+// runtime with a million parked fibers answers it in milliseconds. Each
+// Waiting fiber is held just long enough to read what it waits on.
 enum class StuckScan {
   kNoFibers,  // no live fiber
   kAllStuck,  // every live fiber waits for something only another fiber can do

@@ -343,8 +343,8 @@ void Monitor::check_deadlock(std::int64_t now) {
   // Nothing moved while we looked, so the verdict holds until some worker
   // dispatches or wakes again, which changes the activity count: look no
   // more until then. (Before this, a runtime whose parked fibers included
-  // one in I/O walked every fiber on every tick: an idle server with a
-  // million idle connections kept the monitor busy on a whole CPU.)
+  // one in I/O took a snapshot of every fiber on every tick: a million
+  // parked fibers kept the monitor busy on a whole CPU.)
   if (rt_->activity() != activity || !rt_->all_asleep()) return;
   settled_activity_ = activity;
   if (scan != StuckScan::kAllStuck) return;
