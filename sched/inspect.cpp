@@ -27,7 +27,7 @@ struct Walk {
   // Bounded walks (snapshot_fibers' keep): `out` is a max-heap by id of at
   // most `keep` fibers, and every other fiber is only counted in `rest`.
   std::size_t keep = SIZE_MAX;
-  std::map<std::string, std::size_t>* rest = nullptr;
+  WaitCounts* rest = nullptr;
 
   static bool by_id(const FiberSnapshot& a, const FiberSnapshot& b) { return a.id < b.id; }
   bool bounded() const { return keep != SIZE_MAX; }
@@ -37,10 +37,9 @@ struct Walk {
   }
 };
 
-// What a fiber left out of a bounded snapshot is counted under.
-std::string summary_of(const FiberSnapshot& s) {
-  if (s.state == FiberState::kWaiting) return "waiting: " + describe_wait(s);
-  return s.state == FiberState::kRunning ? "running" : "runnable";
+WaitKey key_of(const FiberSnapshot& s) {
+  if (s.state != FiberState::kWaiting) return WaitKey{.state = s.state};
+  return WaitKey{s.state, s.kind, s.reason, s.object, s.joins, s.fd, s.io_write};
 }
 
 // Sets the hold on a Waiting fiber. Returns the word it held, or 0 if the
@@ -102,11 +101,11 @@ void finish(FiberSnapshot& s, std::uint64_t word, Walk& walk) {
   std::vector<FiberSnapshot>& heap = *walk.out;
   if (heap.size() == walk.keep) {
     if (walk.keep == 0 || s.id > heap.front().id) {
-      ++(*walk.rest)[summary_of(s)];
+      ++(*walk.rest)[key_of(s)];
       return;
     }
     std::pop_heap(heap.begin(), heap.end(), Walk::by_id);  // the highest id makes room
-    ++(*walk.rest)[summary_of(heap.back())];
+    ++(*walk.rest)[key_of(heap.back())];
     heap.pop_back();
   }
   heap.push_back(std::move(s));
@@ -195,7 +194,7 @@ void appendf(std::string& out, const char* fmt, auto... args) {
 }  // namespace
 
 std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces, std::size_t keep,
-                                           std::map<std::string, std::size_t>* rest) {
+                                           WaitCounts* rest) {
   std::vector<FiberSnapshot> out;
   Walk walk{&out, backtraces, now_ns(), rest ? keep : SIZE_MAX, rest};
   rt->fibers().for_each_slot(&visit, &walk);
@@ -284,11 +283,11 @@ StuckScan scan_for_deadlock(RuntimeImpl* rt, std::size_t& stuck) {
 }
 
 void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fibers) {
-  std::map<std::string, std::size_t> rest;
+  WaitCounts rest;
   std::vector<FiberSnapshot> fibers =
       snapshot_fibers(rt, true, max_fibers, max_fibers == SIZE_MAX ? nullptr : &rest);
   std::size_t left_out = 0;
-  for (const auto& [what, n] : rest) left_out += n;
+  for (const auto& [key, n] : rest) left_out += n;
   appendf(out, "chronos: runtime %p, %u workers, %zu live fibers\n", static_cast<void*>(rt),
           rt->worker_count(), fibers.size() + left_out);
   Symbolizer sym;
@@ -319,14 +318,27 @@ void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fiber
           "\n... and %zu more fibers, not shown one by one (chronos::dump_fibers() shows "
           "every fiber). What they wait on, most common first:\n",
           left_out);
-  std::vector<std::pair<std::size_t, const std::string*>> groups;
-  for (const auto& [what, n] : rest) groups.emplace_back(n, &what);
-  std::sort(groups.begin(), groups.end(), [](auto& a, auto& b) {
-    return a.first != b.first ? a.first > b.first : *a.second < *b.second;
-  });
+  std::vector<std::pair<std::size_t, const WaitKey*>> groups;
+  for (const auto& [key, n] : rest) groups.emplace_back(n, &key);
+  // Largest first; ties in the map's order (stable).
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](auto& a, auto& b) { return a.first > b.first; });
   std::size_t shown = 0;
   for (std::size_t i = 0; i < groups.size() && i < kSummaryGroups; ++i) {
-    appendf(out, "  %zu %s\n", groups[i].first, groups[i].second->c_str());
+    const WaitKey& k = *groups[i].second;
+    if (k.state == FiberState::kWaiting) {
+      FiberSnapshot s;
+      s.kind = k.kind;
+      s.reason = k.reason;
+      s.object = k.object;
+      s.joins = k.joins;
+      s.fd = k.fd;
+      s.io_write = k.io_write;
+      appendf(out, "  %zu waiting: %s\n", groups[i].first, describe_wait(s).c_str());
+    } else {
+      appendf(out, "  %zu %s\n", groups[i].first,
+              k.state == FiberState::kRunning ? "running" : "runnable");
+    }
     shown += groups[i].first;
   }
   if (groups.size() > kSummaryGroups)

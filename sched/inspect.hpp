@@ -24,6 +24,7 @@
 
 #include <chronos/config.hpp>
 
+#include <compare>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -53,13 +54,27 @@ struct FiberSnapshot {
   std::vector<void*> frames;               // its stack, innermost first
 };
 
+// What a fiber left out of a bounded snapshot is counted under: its state
+// and, if Waiting, what it waits on (FiberSnapshot's fields, no text, so
+// that counting a million costs a map lookup each).
+struct WaitKey {
+  FiberState state = FiberState::kReady;
+  WaitKind kind = WaitKind::kNone;
+  WaitReason reason = WaitReason::kOther;
+  const void* object = nullptr;
+  FiberId joins = 0;
+  int fd = -1;
+  bool io_write = false;
+  auto operator<=>(const WaitKey&) const = default;
+};
+using WaitCounts = std::map<WaitKey, std::size_t>;
+
 // Every live (not Done) fiber of rt, by id. backtraces: walk the Waiting
 // ones' stacks. With `rest`, only the `keep` fibers with the lowest ids are
 // returned (and only their stacks walked); each other fiber is counted in
-// rest under what it waits on ("waiting: channel recv 0x...", "runnable").
+// rest under what it waits on.
 std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces,
-                                           std::size_t keep = SIZE_MAX,
-                                           std::map<std::string, std::size_t>* rest = nullptr);
+                                           std::size_t keep = SIZE_MAX, WaitCounts* rest = nullptr);
 
 // "channel recv 0x...", "fd 7 (read)", "join fiber 12", "sleep"...
 std::string describe_wait(const FiberSnapshot& s);
