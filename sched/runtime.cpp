@@ -171,10 +171,24 @@ std::size_t RuntimeImpl::inject_pop(Fiber** out, std::size_t max) noexcept {
 void RuntimeImpl::wake_one() noexcept {
   // The waker's half of the wake-up rule (scheduler.hpp): push, fence, check.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_relaxed) != 0) {
-    wake_epoch_.fetch_add(1, std::memory_order_relaxed);
-    wake_sleeper();
+  if (sleepers_.load(std::memory_order_relaxed) == 0) return;
+  // Someone spins, or was woken and counts as spinning until it finds work:
+  // it will see this fiber, since a spinner re-checks every queue after it
+  // announces itself as a sleeper and fences (idle_wait). So wake nobody.
+  // Otherwise claim the spinning slot for the one we wake, as notify_work()
+  // does. Without this, a plain thread closing a channel that a million
+  // fibers waited on made a futex system call for nearly every one, since
+  // the workers drained the queue faster than it filled and kept going back
+  // to sleep: the join took 2-4 s instead of half a second.
+  if (workers_.size() >= 2) {  // (one worker: see notify_work)
+    std::uint32_t idle_spinners = 0;
+    if (!spinning_.compare_exchange_strong(idle_spinners, 1, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+      return;
+    spin_token_.store(true, std::memory_order_release);
   }
+  wake_epoch_.fetch_add(1, std::memory_order_release);
+  wake_sleeper();
 }
 
 void RuntimeImpl::wake_sleeper() noexcept {

@@ -253,6 +253,39 @@ TEST(MN, AnIdleRuntimeUsesNoCpu) {
   EXPECT_LE(used, hz / 20) << used << " ticks of CPU in an idle second";
 }
 
+// A plain thread that closes a channel wakes every fiber parked on it, one
+// injection each. A worker that is awake (or spinning) takes them, so the
+// waker wakes a sleeping worker only when none is: a handful of wake-ups for
+// the whole batch, not one per fiber. It used to wake a sleeper for nearly
+// every fiber, since the workers drained the queue faster than it filled:
+// with a million fibers, a futex call each, and a join of 2-4 s.
+TEST(MN, WakingManyFromAPlainThreadWakesFewWorkers) {
+  Runtime rt{Config{.workers = 2, .deadlock_action = chronos::DeadlockAction::kIgnore}};
+  const std::size_t n = scaled(100'000);
+  chronos::WaitGroup parked(static_cast<std::int64_t>(n)), finished(static_cast<std::int64_t>(n));
+  chronos::Channel<int> gate;
+  rt.spawn([&] {
+      for (std::size_t i = 0; i < n; ++i)
+        chronos::go(SpawnOptions{.small_stack = true}, [&] {
+          parked.done();
+          EXPECT_FALSE(gate.recv().has_value());
+          finished.done();
+        }).detach();
+    }).detach();
+  parked.wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // every worker asleep
+  auto wakeups = [&] {
+    std::uint64_t w = 0;
+    for (const auto& ws : rt.stats().workers) w += ws.wakeups;
+    return w;
+  };
+  const std::uint64_t before = wakeups();
+  gate.close();
+  finished.wait();
+  const std::uint64_t woken = wakeups() - before;
+  EXPECT_LT(woken, n / 100) << woken << " worker wake-ups for " << n << " fibers";
+}
+
 TEST(MN, AnIdleRuntimeReturnsABurstsStacksAfterASecond) {
   Runtime rt{Config{.workers = 1, .max_cached_stacks = 16}};
   auto burst = [&] {
