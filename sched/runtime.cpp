@@ -172,21 +172,30 @@ void RuntimeImpl::wake_one() noexcept {
   // The waker's half of the wake-up rule (scheduler.hpp): push, fence, check.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_relaxed) == 0) return;
-  // Someone spins, or was woken and counts as spinning until it finds work:
-  // it will see this fiber, since a spinner re-checks every queue after it
-  // announces itself as a sleeper and fences (idle_wait). So wake nobody.
-  // Otherwise claim the spinning slot for the one we wake, as notify_work()
-  // does. Without this, a plain thread closing a channel that a million
-  // fibers waited on made a futex system call for nearly every one, since
-  // the workers drained the queue faster than it filled and kept going back
-  // to sleep: the join took 2-4 s instead of half a second.
-  if (workers_.size() >= 2) {  // (one worker: see notify_work)
-    std::uint32_t idle_spinners = 0;
-    if (!spinning_.compare_exchange_strong(idle_spinners, 1, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed))
-      return;
-    spin_token_.store(true, std::memory_order_release);
+  if (workers_.size() < 2) {  // no spinning slots (see notify_work)
+    wake_epoch_.fetch_add(1, std::memory_order_release);
+    wake_sleeper();
+    return;
   }
+  // Then notify_work's rule. Before it, a plain thread closing a channel
+  // that a million fibers waited on made a futex call for nearly every one:
+  // the workers drained the queue faster than it filled and kept going back
+  // to sleep, and the join took 2-4 s instead of half a second.
+  wake_spinner();
+}
+
+void RuntimeImpl::wake_spinner() noexcept {
+  // Claim the spinning slot for the worker we wake, so that a burst wakes
+  // one worker, not one per fiber; it passes the work on when it finds some
+  // (spin_for_work), which wakes as many as there is work for. If the slot
+  // is taken, someone spins, or was woken and counts as spinning until it
+  // finds work: it will see this fiber, since a spinner re-checks every
+  // queue after it announces itself as a sleeper and fences (idle_wait).
+  std::uint32_t idle_spinners = 0;
+  if (!spinning_.compare_exchange_strong(idle_spinners, 1, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed))
+    return;
+  spin_token_.store(true, std::memory_order_release);
   wake_epoch_.fetch_add(1, std::memory_order_release);
   wake_sleeper();
 }
@@ -208,16 +217,7 @@ void RuntimeImpl::notify_work() noexcept {
   // fewer than two workers, so a token set here would stay set and keep
   // idle_wait from ever sleeping (shutdown would wait forever).
   if (workers_.size() < 2) return;
-  std::uint32_t idle_spinners = 0;
-  // Claim the spinning slot for the worker we wake, so that a burst of
-  // spawns wakes one worker, not one per spawn. It passes the work on when it
-  // finds some (spin_for_work), which wakes as many as there is work for.
-  if (!spinning_.compare_exchange_strong(idle_spinners, 1, std::memory_order_acq_rel,
-                                         std::memory_order_relaxed))
-    return;
-  spin_token_.store(true, std::memory_order_release);
-  wake_epoch_.fetch_add(1, std::memory_order_release);
-  wake_sleeper();
+  wake_spinner();
 }
 
 bool RuntimeImpl::take_handed_spin() noexcept {

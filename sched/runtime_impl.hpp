@@ -151,6 +151,9 @@ class RuntimeImpl {
  private:
   void wake_one() noexcept;
   void wake_sleeper() noexcept;  // futex first; else the worker blocked in the poller
+  // Wakes a sleeper holding the spinning slot, unless a worker holds it
+  // already (two workers or more).
+  void wake_spinner() noexcept;
   bool any_work_visible() const noexcept;
   bool quiescent() const noexcept;
   std::int64_t live() const noexcept;
