@@ -2,9 +2,14 @@
 //
 // Spawns N small-stack fibers that each signal `started` and then park in one
 // receive on a shared unbuffered chronos::Channel<int> (release=close in the
-// table). Once all have started, this thread sleeps 100 ms, reads VmRSS,
-// closes the channel, which wakes every receiver with nullopt, and waits for
-// every fiber to finish. No warm-up: a cold spawn.
+// table). Once all have started, the conducting fiber sleeps 100 ms, reads
+// VmRSS, closes the channel, which wakes every receiver with nullopt, and
+// waits for every fiber to finish. No warm-up: a cold spawn.
+//
+// The conductor is a fiber (run by block_on), as the Go program's main is a
+// goroutine: the deadlock detector sees that it sleeps on a timer and will
+// act. Conducted from the main thread, which chronos cannot see, the parked
+// million looked like a deadlock and drew a report.
 //
 //   bytes_per_fiber = (VmRSS with all parked - VmRSS before spawning) / N
 //   ms              = first spawn until all N have started
@@ -18,7 +23,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
-#include <thread>
 
 #include "peer.hpp"
 
@@ -38,12 +42,12 @@ int main(int argc, char** argv) {
   const peer::Args args = peer::parse(argc, argv, "idle", 2, 100'000, false);
   return peer::guarded("idle", [&] {
     chronos::Runtime rt{chronos::Config{.workers = static_cast<unsigned>(args.threads)}};
-    chronos::WaitGroup started(args.n), finished(args.n);
-    chronos::Channel<int> gate;
-    const long rss_before = vm_rss_bytes();
-
-    const auto t0 = peer::Clock::now();
-    rt.spawn([&] {
+    rt.block_on([&] {
+      chronos::WaitGroup started(args.n), finished(args.n);
+      chronos::Channel<int> gate;
+      const long rss_before = vm_rss_bytes();
+      const auto t0 = peer::Clock::now();
+      chronos::go([&] {
         for (long i = 0; i < args.n; ++i) {
           chronos::go(chronos::SpawnOptions{.small_stack = true}, [&] {
             started.done();
@@ -52,25 +56,23 @@ int main(int argc, char** argv) {
           }).detach();
         }
       }).detach();
-    started.wait();  // blocks this (plain) thread
-    const double start_ms = peer::ns_since(t0) / 1e6;
-
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the last ones park
-    const long rss_parked = vm_rss_bytes();
-
-    const auto t1 = peer::Clock::now();
-    gate.close();
-    finished.wait();
-    const double join_ms = peer::ns_since(t1) / 1e6;
-
-    const double per_fiber =
-        static_cast<double>(rss_parked - rss_before) / static_cast<double>(args.n);
-    char extra[160];
-    std::snprintf(extra, sizeof extra,
-                  " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%zuk release=close", start_ms,
-                  static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms,
-                  chronos::Config{}.small_stack_size / 1024);
-    peer::result("idle", static_cast<long>(rt.workers()), args.n, "bytes_per_fiber", per_fiber,
-                 extra);
+      started.wait();
+      const double start_ms = peer::ns_since(t0) / 1e6;
+      chronos::sleep_for(std::chrono::milliseconds(100));  // let the last ones park
+      const long rss_parked = vm_rss_bytes();
+      const auto t1 = peer::Clock::now();
+      gate.close();
+      finished.wait();
+      const double join_ms = peer::ns_since(t1) / 1e6;
+      const double per_fiber =
+          static_cast<double>(rss_parked - rss_before) / static_cast<double>(args.n);
+      char extra[160];
+      std::snprintf(extra, sizeof extra,
+                    " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%zuk release=close", start_ms,
+                    static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms,
+                    chronos::Config{}.small_stack_size / 1024);
+      peer::result("idle", static_cast<long>(rt.workers()), args.n, "bytes_per_fiber", per_fiber,
+                   extra);
+    });
   });
 }
