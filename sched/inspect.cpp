@@ -206,18 +206,18 @@ std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces, std
   return out;
 }
 
-std::string describe_wait(const FiberSnapshot& s) {
+std::string describe_wait(const WaitKey& k) {
   std::string out;
-  switch (s.kind) {
+  switch (k.kind) {
     case WaitKind::kSync:
-      out = reason_text(s.reason);
-      if (s.object) appendf(out, " %p", s.object);
+      out = reason_text(k.reason);
+      if (k.object) appendf(out, " %p", k.object);
       break;
     case WaitKind::kJoin:
-      appendf(out, "join fiber %" PRIu64, s.joins);
+      appendf(out, "join fiber %" PRIu64, k.joins);
       break;
     case WaitKind::kIo:
-      appendf(out, "fd %d (%s)", s.fd, s.io_write ? "write" : "read");
+      appendf(out, "fd %d (%s)", k.fd, k.io_write ? "write" : "read");
       break;
     case WaitKind::kBlocking:
       out = "spawn_blocking job";
@@ -297,7 +297,7 @@ void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fiber
     if (!s.name.empty()) appendf(out, " \"%s\"", s.name.c_str());
     out += " [";
     if (s.state == FiberState::kWaiting) {
-      out += "waiting: " + describe_wait(s);
+      out += "waiting: " + describe_wait(key_of(s));
       appendf(out, ", %.1f ms", static_cast<double>(s.waiting_ns) / 1e6);
     } else if (s.state == FiberState::kRunning) {
       appendf(out, "running on worker %d", s.worker);
@@ -327,14 +327,7 @@ void write_runtime_dump(RuntimeImpl* rt, std::string& out, std::size_t max_fiber
   for (std::size_t i = 0; i < groups.size() && i < kSummaryGroups; ++i) {
     const WaitKey& k = *groups[i].second;
     if (k.state == FiberState::kWaiting) {
-      FiberSnapshot s;
-      s.kind = k.kind;
-      s.reason = k.reason;
-      s.object = k.object;
-      s.joins = k.joins;
-      s.fd = k.fd;
-      s.io_write = k.io_write;
-      appendf(out, "  %zu waiting: %s\n", groups[i].first, describe_wait(s).c_str());
+      appendf(out, "  %zu waiting: %s\n", groups[i].first, describe_wait(k).c_str());
     } else {
       appendf(out, "  %zu %s\n", groups[i].first,
               k.state == FiberState::kRunning ? "running" : "runnable");

@@ -77,7 +77,7 @@ std::vector<FiberSnapshot> snapshot_fibers(RuntimeImpl* rt, bool backtraces,
                                            std::size_t keep = SIZE_MAX, WaitCounts* rest = nullptr);
 
 // "channel recv 0x...", "fd 7 (read)", "join fiber 12", "sleep"...
-std::string describe_wait(const FiberSnapshot& s);
+std::string describe_wait(const WaitKey& k);
 
 // The deadlock detector's question, asked of every live fiber without taking
 // a snapshot: could any of them be woken by a timer, I/O or a thread outside
