@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 
@@ -39,14 +40,28 @@ void populate_pages(const PageRange* ranges, std::size_t n) noexcept {
   if (n > kMaxPopulate) n = kMaxPopulate;  // (the contract; the rest would fault in)
   int mode = g_mode.load(std::memory_order_relaxed);
   if (mode == kBatched) {
-    iovec iov[kMaxPopulate];
-    for (std::size_t i = 0; i < n; ++i) iov[i] = {ranges[i].lo, ranges[i].len};
-    if (::syscall(SYS_process_madvise, kPidfdSelf, iov, n, MADV_POPULATE_WRITE, 0) >= 0) return;
-    // A partial or failed populate of memory we own (ENOMEM) leaves the rest
-    // to fault in: nothing to do. Only a missing feature changes the mode.
-    if (!unsupported(errno)) return;
-    mode = kPerRange;
-    g_mode.store(mode, std::memory_order_relaxed);
+    // A few ranges a call: a spawn that refills the TCB cache comes here on
+    // the spawner's stack, which may be a 2 KiB packed one.
+    constexpr std::size_t kPerCall = 16;
+    iovec iov[kPerCall];
+    std::size_t done = 0;
+    while (done < n) {
+      const std::size_t k = std::min(n - done, kPerCall);
+      for (std::size_t i = 0; i < k; ++i) iov[i] = {ranges[done + i].lo, ranges[done + i].len};
+      if (::syscall(SYS_process_madvise, kPidfdSelf, iov, k, MADV_POPULATE_WRITE, 0) < 0) {
+        // A partial or failed populate of memory we own (ENOMEM) leaves the
+        // rest to fault in: nothing to do. Only a missing feature changes
+        // the mode.
+        if (!unsupported(errno)) return;
+        mode = kPerRange;
+        g_mode.store(mode, std::memory_order_relaxed);
+        break;
+      }
+      done += k;
+    }
+    if (done == n) return;
+    ranges += done;
+    n -= done;
   }
   if (mode == kPerRange) {
     for (std::size_t i = 0; i < n; ++i) {

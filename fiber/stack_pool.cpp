@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -57,10 +58,23 @@ void throw_stack_alloc_error(int err, std::size_t bytes) {
 }
 
 StackPool::StackPool(std::size_t stack_size, bool small)
-    : small_(small), page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))) {
-  // The slot holds the requested stack plus the header and tail above it.
-  slot_size_ =
-      round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Stack) + kTail, page_);
+    : small_(small),
+      page_(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))),
+      packed_(small && stack_size < page_) {
+  if (packed_) {
+    // A power of two that divides the page: slots tile each page exactly, and
+    // the header and tail come out of the requested bytes.
+    slot_size_ = std::bit_ceil(std::max<std::size_t>(stack_size, kMinPackedSlot));
+  } else {
+    // The slot holds the requested stack plus the header and tail above it.
+    slot_size_ =
+        round_up(std::max<std::size_t>(stack_size, 2 * page_) + sizeof(Stack) + kTail, page_);
+  }
+}
+
+char* StackPool::top_page(char* slot_lo) const noexcept {
+  auto last = reinterpret_cast<std::uintptr_t>(slot_lo) + slot_size_ - 1;
+  return reinterpret_cast<char*>(last & ~(static_cast<std::uintptr_t>(page_) - 1));
 }
 
 StackPool::~StackPool() {
@@ -193,10 +207,15 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
   // Commit every fresh slot's top page (its header, and the frames the fiber
   // starts with) in one call before writing the headers: a page fault each
   // costs twice as much on a VM (fiber/populate.hpp).
+  // Packed slots share pages: a page is listed once for a run of its slots.
   static_assert(kMaxTake <= kMaxPopulate);
   PageRange tops[kMaxTake];
-  for (std::size_t i = 0; i < fresh; ++i) tops[i] = {lo[i] + slot_size_ - page_, page_};
-  populate_pages(tops, fresh);
+  std::size_t pages = 0;
+  for (std::size_t i = 0; i < fresh; ++i) {
+    char* page = top_page(lo[i]);
+    if (pages == 0 || tops[pages - 1].lo != page) tops[pages++] = {page, page_};
+  }
+  populate_pages(tops, pages);
   for (std::size_t i = 0; i < fresh; ++i) out[got++] = prepare(lo[i], first[i]);
   return got;
 }
@@ -226,6 +245,7 @@ std::size_t StackPool::trim(std::size_t keep) noexcept {
       ++n;
     }
   }
+  if (packed_) return n - trim_packed(excess, n);
   std::vector<Trimmed> trimmed;
   if (small_) trimmed.reserve(n);
   while (excess) {
@@ -236,17 +256,61 @@ std::size_t StackPool::trim(std::size_t keep) noexcept {
       unmap_normal(s);
       continue;
     }
-    Trimmed t{s->lo, s->first_in_slab};
-    arch::valgrind_stack_deregister(s->valgrind_id);
-    s->~Stack();
-    ::madvise(t.lo, slot_size_, MADV_DONTNEED);  // the header's page too: it reads as zeros now
-    trimmed.push_back(t);
+    trimmed.push_back(release_slot(s));
+    ::madvise(trimmed.back().lo, slot_size_, MADV_DONTNEED);  // the header's page too: it reads as zeros now
   }
   if (!trimmed.empty()) {
     std::lock_guard lock(mu_);
     trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
   }
   return n;
+}
+
+StackPool::Trimmed StackPool::release_slot(Stack* s) noexcept {
+  Trimmed t{s->lo, s->first_in_slab};
+  arch::valgrind_stack_deregister(s->valgrind_id);
+  s->~Stack();
+  return t;
+}
+
+// Packed slots share pages, and a page goes back to the kernel only when
+// every slot on it is among the excess; the slots of a page with one in use
+// (or kept) return to the free list. Returns how many went back there.
+std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
+  std::vector<Stack*> slots;
+  slots.reserve(n);
+  for (Stack* s = excess; s; s = s->next) slots.push_back(s);
+  std::sort(slots.begin(), slots.end());
+  const std::size_t per_page = page_ / slot_size_;
+  std::vector<Trimmed> trimmed;
+  Stack* keep = nullptr;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < slots.size();) {
+    char* page = top_page(slots[i]->lo);
+    std::size_t j = i;
+    while (j < slots.size() && top_page(slots[j]->lo) == page) ++j;
+    if (j - i == per_page) {
+      for (std::size_t k = i; k < j; ++k) trimmed.push_back(release_slot(slots[k]));
+      ::madvise(page, page_, MADV_DONTNEED);  // the headers too: they read as zeros now
+    } else {
+      for (std::size_t k = i; k < j; ++k) {
+        slots[k]->next = keep;
+        keep = slots[k];
+        ++kept;
+      }
+    }
+    i = j;
+  }
+  std::lock_guard lock(mu_);
+  trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
+  while (keep) {
+    Stack* s = keep;
+    keep = s->next;
+    s->next = free_;
+    free_ = s;
+  }
+  nfree_.store(nfree_.load(std::memory_order_relaxed) + kept, std::memory_order_relaxed);
+  return kept;
 }
 
 }  // namespace chronos::detail

@@ -22,6 +22,13 @@
 //                 overflow is caught at the next switch, not at the faulting
 //                 instruction: small stacks are for shallow fibers, see the
 //                 README.
+//   packed slot   a small slot smaller than a page (Config::small_stack_size
+//                 a power of two below the page size, 2 KiB on x86-64): the
+//                 same slabs and the same net, with several slots to a page,
+//                 so a parked fiber costs half a page of stack, as a
+//                 goroutine's 2 KiB does. The header and tail come out of the
+//                 requested bytes (1,920 of 2,048 are stack). A page goes
+//                 back to the kernel only when all its slots are free.
 //
 // Memory is mapped MAP_NORESERVE, so a parked fiber costs the stack pages it
 // has used, usually one. That one, the slot's top page (header and first
@@ -84,6 +91,7 @@ class StackPool {
   std::size_t free_count() const noexcept { return nfree_.load(std::memory_order_relaxed); }
 
   bool small() const noexcept { return small_; }
+  bool packed() const noexcept { return packed_; }
   std::size_t slot_size() const noexcept { return slot_size_; }
   std::size_t mapped_slots() const noexcept { return mapped_.load(std::memory_order_relaxed); }
 
@@ -111,12 +119,23 @@ class StackPool {
 
   // Bytes reserved at the top of every slot above the header (holds the canary).
   static constexpr std::size_t kTail = 64;
+  // The smallest packed slot: header and tail take 128 bytes of it.
+  static constexpr std::size_t kMinPackedSlot = 1024;
   // The most one take() hands out.
   static constexpr std::size_t kMaxTake = 64;
 
  private:
+  struct Trimmed {
+    char* lo;
+    bool first_in_slab;
+  };
   // Builds the header at the top of a fresh (or trimmed) slot.
   Stack* prepare(char* slot_lo, bool first_in_slab) noexcept;
+  // Undoes prepare() on a free small slot whose pages are about to go.
+  Trimmed release_slot(Stack* s) noexcept;
+  std::size_t trim_packed(Stack* excess, std::size_t n) noexcept;
+  // The page holding a slot's top (its header and first frames).
+  char* top_page(char* slot_lo) const noexcept;
   char* map_guarded(std::size_t len) const;
   void map_normal(Stack** out);
   void map_slab();
@@ -124,15 +143,12 @@ class StackPool {
 
   const bool small_;
   const std::size_t page_;
+  const bool packed_;      // small slots smaller than a page, several to a page
   std::size_t slot_size_;  // a slot's bytes, guard excluded
 
   std::mutex mu_;
   Stack* free_ = nullptr;              // linked through Stack::next
   std::atomic<std::size_t> nfree_{0};  // written under mu_, read without it by trim()
-  struct Trimmed {
-    char* lo;
-    bool first_in_slab;
-  };
   std::vector<Trimmed> trimmed_;  // small slots whose pages were returned; header to rebuild
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
   char* bump_ = nullptr;  // small: next never-used slot in the newest slab

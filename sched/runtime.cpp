@@ -1,10 +1,12 @@
 // sched/runtime.cpp: starting, feeding, idling and stopping the runtime.
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <climits>
 #include <cstdio>
 #include <stdexcept>
@@ -56,8 +58,16 @@ Config normalize(Config c) {
     throw std::invalid_argument("chronos: Config::workers must be at most 4096");
   if (c.stack_size < 16 * 1024)
     throw std::invalid_argument("chronos: Config::stack_size must be at least 16 KiB");
-  if (c.small_stack_size < 8 * 1024)
-    throw std::invalid_argument("chronos: Config::small_stack_size must be at least 8 KiB");
+  // Small stacks of 8 KiB and up are whole pages; below a page they are
+  // packed several to a page, which needs a size that divides it.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const bool packed = c.small_stack_size >= 2 * 1024 && c.small_stack_size <= page / 2 &&
+                      std::has_single_bit(c.small_stack_size);
+  if (c.small_stack_size < 8 * 1024 && !packed)
+    throw std::invalid_argument(
+        "chronos: Config::small_stack_size must be at least 8 KiB, or a power of two from 2 KiB "
+        "to half a page (" +
+        std::to_string(page / 2) + " bytes here) for packed small stacks");
   apply_environment(c);
   return c;
 }

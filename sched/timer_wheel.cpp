@@ -17,26 +17,44 @@ void push_front(Timer*& head, Timer* t) noexcept {
   head = t;
 }
 
-// Sorts a singly linked list (through next) by deadline; stable. Merge sort:
-// no allocation, O(n log n), and a batch is usually a handful of timers.
+// Sorts a singly linked list (through next) by deadline; stable. A
+// bottom-up merge sort: no allocation, O(n log n), and no recursion, so its
+// stack use does not grow with the batch. It runs on whatever stack the
+// worker is on, a 2 KiB packed one included, and a batch can be thousands of
+// timers that fell due together (a recursive sort took 64 bytes a level).
 Timer* sort_by_deadline(Timer* list) noexcept {
-  if (!list || !list->next) return list;
-  Timer* slow = list;
-  for (Timer* fast = list->next; fast && fast->next; fast = fast->next->next) slow = slow->next;
-  Timer* second = slow->next;
-  slow->next = nullptr;
-  Timer* a = sort_by_deadline(list);
-  Timer* b = sort_by_deadline(second);
-  Timer* head = nullptr;
-  Timer** tail = &head;
-  while (a && b) {
-    Timer*& pick = (b->deadline < a->deadline) ? b : a;
-    *tail = pick;
-    tail = &pick->next;
-    pick = pick->next;
+  for (std::size_t width = 1; list; width *= 2) {
+    Timer* head = nullptr;
+    Timer** tail = &head;
+    std::size_t runs = 0;
+    for (Timer* p = list; p;) {  // merge each pair of runs of `width`
+      ++runs;
+      Timer* q = p;
+      std::size_t np = 0, nq = width;
+      for (; np < width && q; ++np) q = q->next;
+      while (np > 0 || (nq > 0 && q)) {
+        Timer* e;
+        // From the first run unless the second's head is strictly earlier:
+        // equal deadlines keep their order.
+        if (np > 0 && (nq == 0 || !q || !(q->deadline < p->deadline))) {
+          e = p;
+          p = p->next;
+          --np;
+        } else {
+          e = q;
+          q = q->next;
+          --nq;
+        }
+        *tail = e;
+        tail = &e->next;
+      }
+      p = q;
+    }
+    *tail = nullptr;
+    list = head;
+    if (runs <= 1) break;
   }
-  *tail = a ? a : b;
-  return head;
+  return list;
 }
 
 constexpr std::uint8_t kDueList = 0xFF;  // Timer::level of a timer on the due list

@@ -130,11 +130,13 @@ void Worker::inject_yielded(Fiber* f) noexcept {
 
 // The deque is full: move its older half to the injection queue, where any
 // worker can take it. Never blocks and never drops a fiber.
+// The batch is a member, not a local: this runs on whatever stack the owner
+// is on, a 2 KiB packed one included (a wake that spills, a refill from the
+// injection queue).
 void Worker::overflow(PriorityClass c) noexcept {
-  Fiber* batch[256];
-  std::size_t n = deques_[c].take_oldest(batch, sizeof batch / sizeof batch[0]);
-  if (n == 0) n = deques_[c].steal(batch, 1);  // (thieves are racing us for it)
-  rt->inject_batch(batch, n);
+  std::size_t n = deques_[c].take_oldest(overflow_buf_, kOverflowBatch);
+  if (n == 0) n = deques_[c].steal(overflow_buf_, 1);  // (thieves are racing us for it)
+  rt->inject_batch(overflow_buf_, n);
 }
 
 // From the injection queue: one fiber to run, and the rest of the batch onto

@@ -244,6 +244,7 @@ class alignas(64) Worker {
   static constexpr std::uint32_t kRunnextStreak = 3;
   static constexpr std::size_t kStealBatch = 32;
   static constexpr std::size_t kInjectBatch = 32;
+  static constexpr std::size_t kOverflowBatch = 256;  // the most one overflow() moves
 
  private:
   Fiber* pop_oldest() noexcept;  // the fairness tick's pick
@@ -279,6 +280,7 @@ class alignas(64) Worker {
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
   void flush_injections() noexcept;
   Fiber* inject_buf_[kInjectBuf];  // see batching_injections()
+  Fiber* overflow_buf_[kOverflowBatch];  // overflow()'s batch, off the fiber's stack
   std::size_t inject_buf_n_ = 0;
   bool inject_batching_ = false;
   Stash<Fiber> fibers_;

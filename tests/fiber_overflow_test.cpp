@@ -5,10 +5,15 @@
 #include <chronos/chronos.hpp>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -109,6 +114,83 @@ TEST(StackOverflowDeathTest, SmallStackOverflowThatUnwindsFirstIsCaughtByTheNeig
   EXPECT_DEATH(overflow_small_stack_and_return(),
                "chronos: stack overflow in fiber #[0-9]+ \"sneaky\".*small stack|"
                "AddressSanitizer: stack-buffer-(underflow|overflow)");
+}
+
+// Packed small stacks (2 KiB, two to a page) carry the same net: an overflow
+// runs into the page-mate below, and the stack-pointer check names the fiber.
+void overflow_packed_stack() {
+  chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = 2048}};
+  rt.block_on([] {
+    std::vector<chronos::JoinHandle<void>> others;
+    for (int i = 0; i < 3; ++i)
+      others.push_back(chronos::go(chronos::SpawnOptions{.small_stack = true}, [] {}));
+    auto h = chronos::go(chronos::SpawnOptions{.small_stack = true, .name = "packed"},
+                         [] { deep_then_yield(4); });
+    h.join();
+    for (auto& o : others) o.join();
+  });
+}
+
+TEST(StackOverflowDeathTest, PackedStackOverflowIsCaughtAtTheNextSwitch) {
+  EXPECT_DEATH(overflow_packed_stack(),
+               "chronos: stack overflow in fiber #[0-9]+ \"packed\": stack \\[0x[0-9a-f]+, "
+               "0x[0-9a-f]+\\) \\(1920 bytes, small stack\\)|"
+               "AddressSanitizer: stack-buffer-(underflow|overflow)");
+}
+
+TEST(PackedStacks, TheSizeIsAPowerOfTwoBelowAPageOrAtLeast8KiB) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  for (std::size_t bad : {std::size_t{1024}, std::size_t{3000}, page, 6 * std::size_t{1024}}) {
+    if (bad >= 8 * 1024) continue;
+    try {
+      chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = bad}};
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_STREQ(e.what(),
+                   ("chronos: Config::small_stack_size must be at least 8 KiB, or a power of two "
+                    "from 2 KiB to half a page (" +
+                    std::to_string(page / 2) + " bytes here) for packed small stacks")
+                       .c_str());
+    }
+  }
+  for (std::size_t good : {std::size_t{2048}, page / 2, std::size_t{8 * 1024}}) {
+    chronos::Runtime rt{chronos::Config{.workers = 1, .small_stack_size = good}};
+    EXPECT_EQ(rt.block_on([] {
+      return chronos::go(chronos::SpawnOptions{.small_stack = true}, [] { return 42; }).join();
+    }), 42);
+  }
+}
+
+// Thousands of fibers parked at once on packed stacks, through a channel, a
+// timer and a mutex, on two workers: each runs to the end exactly once.
+TEST(PackedStacks, ParkedFibersOnTwoKiBStacksEachFinishOnce) {
+  const int n = 20000 / chronos::test::scale();
+  chronos::Runtime rt{chronos::Config{.workers = 2, .small_stack_size = 2048}};
+  std::vector<std::atomic<int>> ran(static_cast<std::size_t>(n));
+  rt.block_on([&] {
+    chronos::Channel<int> gate;
+    chronos::Mutex mu;
+    long shared = 0;
+    chronos::WaitGroup started(n), finished(n);
+    for (int i = 0; i < n; ++i) {
+      chronos::go(chronos::SpawnOptions{.small_stack = true}, [&, i] {
+        started.done();
+        if (gate.recv()) std::abort();  // only close() ends it
+        chronos::sleep_for(std::chrono::microseconds(100));
+        {
+          std::lock_guard lock(mu);
+          ++shared;
+        }
+        ran[static_cast<std::size_t>(i)].fetch_add(1, std::memory_order_relaxed);
+        finished.done();
+      }).detach();
+    }
+    started.wait();
+    gate.close();
+    finished.wait();
+    EXPECT_EQ(shared, n);
+  });
+  for (int i = 0; i < n; ++i) ASSERT_EQ(ran[static_cast<std::size_t>(i)].load(), 1) << i;
 }
 
 TEST(StackOverflowDeathTest, DeepRecursionWithinTheStackIsFine) {

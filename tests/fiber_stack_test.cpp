@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -279,13 +280,95 @@ TEST(StackPool, FreshSlotsCommitOnlyTheirTopPage) {
   }
 }
 
+// Packed slots (a small stack size below the page size) tile the pages of a
+// slab: 2 KiB slots come two to a page, the header and canary out of the
+// slot's own bytes, and a fresh batch commits each shared top page once.
+TEST(StackPool, PackedSlotsShareEachPageAndKeepTheCanaryLayout) {
+  StackPool pool(2048, true);
+  ASSERT_TRUE(pool.packed());
+  ASSERT_EQ(pool.slot_size(), 2048u);
+  Stack* got[StackPool::kMaxTake];
+  std::size_t n = pool.take(got, StackPool::kMaxTake);
+  ASSERT_EQ(n, StackPool::kMaxTake);
+  std::set<std::uintptr_t> pages;
+  for (std::size_t i = 0; i < n; ++i) {
+    Stack* s = got[i];
+    EXPECT_EQ(s->size(), 2048u - sizeof(Stack) - StackPool::kTail);
+    EXPECT_TRUE(StackPool::canary_intact(s));
+    EXPECT_EQ(reinterpret_cast<char*>(StackPool::canary_of(s)) + sizeof(std::uint64_t),
+              s->lo + 2048);
+    EXPECT_TRUE(resident(s->lo)) << "slot " << i;  // the whole slot is its top page
+    if (Stack* below = pool.slot_below(s)) {
+      EXPECT_EQ(below->lo + 2048, s->lo);
+    }
+    pages.insert(reinterpret_cast<std::uintptr_t>(s->lo) & ~(kPage - 1));
+  }
+  EXPECT_EQ(pages.size(), n * 2048 / kPage);  // fresh slots come in address order
+  // The first slot of the slab sits right on its guard page.
+  EXPECT_TRUE(got[0]->first_in_slab);
+  EXPECT_EQ(perms_of(got[0]->lo - 1), "---p");
+  pool.give(got, n);
+}
+
+// Trimming packed slots returns a page only when every slot on it is free;
+// the slots of a page that has one in use stay on the free list, intact.
+TEST(StackPool, TrimReturnsOnlyPackedPagesWhoseSlotsAreAllFree) {
+  StackPool pool(2048, true);
+  const std::size_t per_page = kPage / 2048;
+  std::vector<Stack*> s(8 * per_page);
+  std::size_t got = 0;
+  while (got < s.size()) got += pool.take(s.data() + got, s.size() - got);
+  std::sort(s.begin(), s.end());
+  std::vector<char*> los;  // a trimmed slot's header reads as zeros
+  for (Stack* f : s) los.push_back(f->lo);
+  // Keep the first slot of page 0 and of page 3 in use; free the rest.
+  std::vector<Stack*> in_use{s[0], s[3 * per_page]};
+  std::vector<Stack*> freed;
+  for (Stack* f : s)
+    if (f != s[0] && f != s[3 * per_page]) freed.push_back(f);
+  for (Stack* f : freed) f->lo[8] = 1;  // dirty each slot's bottom
+  pool.give(freed.data(), freed.size());
+  const std::size_t partial = 2 * (per_page - 1);  // the page-mates of the two in use
+  EXPECT_EQ(pool.trim(0), freed.size() - partial);
+  EXPECT_EQ(pool.free_count(), partial);
+  for (std::size_t page = 0; page < 8; ++page) {
+    bool kept = page == 0 || page == 3;
+    EXPECT_EQ(resident(los[page * per_page]), kept) << "page " << page;
+  }
+  for (Stack* f : in_use) EXPECT_TRUE(StackPool::canary_intact(f));
+  // Every slot comes back, rebuilt, and twice trimming what is left changes nothing.
+  EXPECT_EQ(pool.trim(0), 0u);
+  std::vector<Stack*> again(freed.size());
+  got = 0;
+  while (got < again.size()) got += pool.take(again.data() + got, again.size() - got);
+  std::set<Stack*> distinct(again.begin(), again.end());
+  EXPECT_EQ(distinct.size(), again.size());
+  for (Stack* f : again) {
+    EXPECT_TRUE(StackPool::canary_intact(f));
+    EXPECT_EQ(f->pool, &pool);
+    EXPECT_EQ(distinct.count(s[0]) + distinct.count(s[3 * per_page]), 0u);
+  }
+  EXPECT_EQ(pool.mapped_slots(), s.size());  // reused, none carved anew
+  pool.give(again.data(), again.size());
+  pool.give(in_use.data(), in_use.size());
+}
+
 // take() reserves fresh slots under its lock and writes their headers after
 // it, so two workers refilling at once fault their pages in parallel. Every
 // slot must still be handed out once, with its header and canary in place,
 // and a canary read of the slot below (a switch's overflow check) sees either
 // nothing yet or the canary, never anything else.
+void concurrent_takes(std::size_t size);
+
 TEST(StackPool, ConcurrentTakesHandOutDistinctPreparedSlots) {
-  StackPool pool(16 * 1024, true);
+  for (std::size_t size : {std::size_t{16 * 1024}, std::size_t{2048}}) {
+    SCOPED_TRACE(size);
+    concurrent_takes(size);
+  }
+}
+
+void concurrent_takes(std::size_t size) {
+  StackPool pool(size, true);
   constexpr std::size_t kPerThread = 3000;
   std::vector<Stack*> got[2];
   std::atomic<bool> bad_below{false};

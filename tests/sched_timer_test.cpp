@@ -71,6 +71,31 @@ TEST(TimerWheel, FiresEachTimerOnceAtItsTickInDeadlineOrder) {
   EXPECT_EQ(wheel.next_due(), chronos::detail::kNoDeadline);
 }
 
+// Everything due at one poll fires in one batch, sorted by exact deadline
+// (not only by tick), whatever the batch's size: the sort is iterative, so a
+// batch of thousands costs no more stack than one of two.
+TEST(TimerWheel, ABigBatchFiresInExactDeadlineOrder) {
+  for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{1000},
+                        std::size_t{4097}}) {
+    TimerWheel wheel(0);
+    std::vector<std::int64_t> order;
+    std::mt19937_64 rng(n);
+    std::vector<Timer> timers(n);
+    for (auto& t : timers) {
+      t.deadline = 1 + static_cast<std::int64_t>(rng() % (50 * kMs));  // ns apart, many per tick
+      t.fire = [](Timer* self) {
+        static_cast<std::vector<std::int64_t>*>(self->arg)->push_back(self->deadline);
+        chronos::detail::timer_fired(*self);
+      };
+      t.arg = &order;
+      wheel.arm(&t);
+    }
+    EXPECT_EQ(wheel.poll(100 * kMs), n);
+    ASSERT_EQ(order.size(), n);
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << n;
+  }
+}
+
 TEST(TimerWheel, CancelledTimersNeverFire) {
   TimerWheel wheel(0);
   Fired fired;

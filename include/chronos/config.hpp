@@ -47,7 +47,11 @@ struct Config {
   std::size_t stack_size = 256 * 1024;
 
   // Size of a small stack (SpawnOptions::small_stack), built for density: no
-  // guard page of its own (see README, "Stacks"). Rounded up to whole pages.
+  // guard page of its own (see README, "Stacks"). Either at least 8 KiB,
+  // rounded up to whole pages, or packed: a power of two from 2 KiB to half
+  // a page, slots that share pages, 128 bytes of each taken by its header
+  // and canary. Packed 2 KiB stacks (1,920 bytes of stack, half a page per
+  // parked fiber) are for fibers that only park and do shallow work.
   std::size_t small_stack_size = 16 * 1024;
 
   // Freed stacks kept for reuse, per size class, beyond the per-worker caches.

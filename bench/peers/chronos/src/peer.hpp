@@ -2,8 +2,8 @@
 // ../shared/peers/run.sh (see its README, "Adding a peer" and "The RESULT line").
 //
 //  * Args: --threads N, --n N and, for spawn, --small / --normal and
-//    --max-cached N, as `--name value` or `--name=value`, parsed by hand. Bad
-//    input exits 2.
+//    --max-cached N, for idle --stack-kib N, as `--name value` or
+//    `--name=value`, parsed by hand. Bad input exits 2.
 //  * guarded(): runs the program; an exception (a failed stack mapping, say)
 //    is reported on stderr and exits 1 without a RESULT line.
 //  * result(): the one `RESULT workload=... peer=chronos threads=...` line on
@@ -34,12 +34,15 @@ struct Args {
   long n;
   bool small = true;    // spawn only: --small (default) or --normal
   long max_cached = 0;  // spawn only: Config::max_cached_stacks; 0: the library's default
+  long stack_kib = 0;   // idle only: Config::small_stack_size in KiB
 };
 
 // spawn_flags: whether --small, --normal and --max-cached are accepted.
+// def_stack_kib: nonzero for idle, which takes --stack-kib (this default).
 inline Args parse(int argc, char** argv, const char* prog, long def_threads, long def_n,
-                  bool spawn_flags) {
+                  bool spawn_flags, long def_stack_kib = 0) {
   Args a{def_threads, def_n};
+  a.stack_kib = def_stack_kib;
   auto number = [&](const std::string& name, const std::string& v) {
     char* end = nullptr;
     errno = 0;
@@ -51,9 +54,10 @@ inline Args parse(int argc, char** argv, const char* prog, long def_threads, lon
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i], value;
     if (arg == "-h" || arg == "--help") {
-      std::printf("usage: %s [--threads N (default %ld)] [--n N (default %ld)]%s\n", prog,
+      std::printf("usage: %s [--threads N (default %ld)] [--n N (default %ld)]%s%s\n", prog,
                   def_threads, def_n,
-                  spawn_flags ? " [--small (default) | --normal] [--max-cached N]" : "");
+                  spawn_flags ? " [--small (default) | --normal] [--max-cached N]" : "",
+                  def_stack_kib ? " [--stack-kib N (small stack size)]" : "");
       std::exit(0);
     }
     if (spawn_flags && (arg == "--small" || arg == "--normal")) {
@@ -63,7 +67,8 @@ inline Args parse(int argc, char** argv, const char* prog, long def_threads, lon
     if (auto eq = arg.find('='); eq != std::string::npos) {
       value = arg.substr(eq + 1);
       arg.resize(eq);
-    } else if (arg == "--threads" || arg == "--n" || (spawn_flags && arg == "--max-cached")) {
+    } else if (arg == "--threads" || arg == "--n" || (spawn_flags && arg == "--max-cached") ||
+               (def_stack_kib && arg == "--stack-kib")) {
       if (i + 1 >= argc) usage_error(prog, arg + " needs a value");
       value = argv[++i];
     }
@@ -73,6 +78,8 @@ inline Args parse(int argc, char** argv, const char* prog, long def_threads, lon
       a.n = number("n", value);
     } else if (spawn_flags && arg == "--max-cached") {
       a.max_cached = number("max-cached", value);
+    } else if (def_stack_kib && arg == "--stack-kib") {
+      a.stack_kib = number("stack-kib", value);
     } else {
       usage_error(prog, "unknown argument '" + std::string(argv[i]) + "'");
     }
