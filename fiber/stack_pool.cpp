@@ -257,7 +257,8 @@ std::size_t StackPool::trim(std::size_t keep) noexcept {
       continue;
     }
     trimmed.push_back(release_slot(s));
-    ::madvise(trimmed.back().lo, slot_size_, MADV_DONTNEED);  // the header's page too: it reads as zeros now
+    // The header's page too: it reads as zeros now.
+    ::madvise(trimmed.back().lo, slot_size_, MADV_DONTNEED);
   }
   if (!trimmed.empty()) {
     std::lock_guard lock(mu_);

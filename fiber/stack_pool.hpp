@@ -149,7 +149,7 @@ class StackPool {
   std::mutex mu_;
   Stack* free_ = nullptr;              // linked through Stack::next
   std::atomic<std::size_t> nfree_{0};  // written under mu_, read without it by trim()
-  std::vector<Trimmed> trimmed_;  // small slots whose pages were returned; header to rebuild
+  std::vector<Trimmed> trimmed_;       // small slots whose pages were returned; header to rebuild
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
   char* bump_ = nullptr;  // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;

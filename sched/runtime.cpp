@@ -13,6 +13,7 @@
 #include <string>
 #include <typeinfo>
 
+#include "arch/sanitizer.hpp"
 #include "fiber/overflow.hpp"
 #include "sched/futex.hpp"
 #include "sched/monitor.hpp"
@@ -68,6 +69,13 @@ Config normalize(Config c) {
         "chronos: Config::small_stack_size must be at least 8 KiB, or a power of two from 2 KiB "
         "to half a page (" +
         std::to_string(page / 2) + " bytes here) for packed small stacks");
+#if CHRONOS_ASAN || CHRONOS_TSAN
+  // A sanitizer's frames are several times larger (redzones, its runtime's
+  // calls on the fiber's stack), and a packed 2 KiB stack overflows in the
+  // scheduler's own paths: packed sizes get four times the room (so they
+  // are no longer packed), as Go's race build gets a larger stack guard.
+  if (packed) c.small_stack_size *= 4;
+#endif
   apply_environment(c);
   return c;
 }

@@ -279,7 +279,7 @@ class alignas(64) Worker {
   FiberPool* const fiber_pool_;      // the runtime's pools, for the caches above
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
   void flush_injections() noexcept;
-  Fiber* inject_buf_[kInjectBuf];  // see batching_injections()
+  Fiber* inject_buf_[kInjectBuf];        // see batching_injections()
   Fiber* overflow_buf_[kOverflowBatch];  // overflow()'s batch, off the fiber's stack
   std::size_t inject_buf_n_ = 0;
   bool inject_batching_ = false;

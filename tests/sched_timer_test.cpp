@@ -75,8 +75,8 @@ TEST(TimerWheel, FiresEachTimerOnceAtItsTickInDeadlineOrder) {
 // (not only by tick), whatever the batch's size: the sort is iterative, so a
 // batch of thousands costs no more stack than one of two.
 TEST(TimerWheel, ABigBatchFiresInExactDeadlineOrder) {
-  for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{1000},
-                        std::size_t{4097}}) {
+  for (std::size_t n :
+       {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{1000}, std::size_t{4097}}) {
     TimerWheel wheel(0);
     std::vector<std::int64_t> order;
     std::mt19937_64 rng(n);

@@ -74,8 +74,7 @@ int main(int argc, char** argv) {
       char extra[160];
       std::snprintf(extra, sizeof extra,
                     " ms=%.2f rss_mib=%.2f join_ms=%.2f stack=small-%ldk release=close", start_ms,
-                    static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms,
-                    args.stack_kib);
+                    static_cast<double>(rss_parked) / (1024.0 * 1024.0), join_ms, args.stack_kib);
       peer::result("idle", static_cast<long>(rt.workers()), args.n, "bytes_per_fiber", per_fiber,
                    extra);
     });
