@@ -142,7 +142,7 @@ void Worker::overflow(PriorityClass c) noexcept {
 // From the injection queue: one fiber to run, and the rest of the batch onto
 // our own deques, where other workers can steal them.
 Fiber* Worker::take_injected() noexcept {
-  Fiber* batch[kStealBatch];
+  Fiber** const batch = batch_buf_;  // (a member: see batch_buf_)
   std::size_t n = rt->inject_pop(batch, kInjectBatch);
   if (n == 0) return nullptr;
   // The loop below reads and writes each TCB's state: ask for all of their
@@ -260,7 +260,7 @@ Fiber* Worker::steal_other() noexcept {
   std::size_t n = rt->worker_count();
   if (n < 2) return nullptr;
   std::size_t start = static_cast<std::size_t>(random() % n);
-  Fiber* batch[kStealBatch];
+  Fiber** const batch = batch_buf_;  // (a member: see batch_buf_)
   for (std::size_t i = 0; i < n; ++i) {
     Worker* victim = rt->worker(static_cast<unsigned>((start + i) % n));
     if (victim == this || victim->deques_empty()) continue;

@@ -279,8 +279,13 @@ class alignas(64) Worker {
   FiberPool* const fiber_pool_;      // the runtime's pools, for the caches above
   StackPool* const stack_pools_[2];  // [0] normal, [1] small
   void flush_injections() noexcept;
-  Fiber* inject_buf_[kInjectBuf];        // see batching_injections()
-  Fiber* overflow_buf_[kOverflowBatch];  // overflow()'s batch, off the fiber's stack
+  Fiber* inject_buf_[kInjectBuf];  // see batching_injections()
+  // Batches in flight, kept off the stack: pop_runnable runs on the stack of
+  // the fiber that parks or yields, which may be a packed 2 KiB one
+  // (fiber/stack_pool.hpp). take_injected and steal_other share one (neither
+  // calls the other); overflow, which either may call, has its own.
+  Fiber* batch_buf_[kStealBatch > kInjectBatch ? kStealBatch : kInjectBatch];
+  Fiber* overflow_buf_[kOverflowBatch];
   std::size_t inject_buf_n_ = 0;
   bool inject_batching_ = false;
   Stash<Fiber> fibers_;

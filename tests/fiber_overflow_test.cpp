@@ -202,6 +202,34 @@ TEST(PackedStacks, ParkedFibersOnTwoKiBStacksEachFinishOnce) {
   for (int i = 0; i < n; ++i) ASSERT_EQ(ran[static_cast<std::size_t>(i)].load(), 1) << i;
 }
 
+// A fan-out whose every node runs on a packed stack and spawns its children
+// from there (the spawn's TCB refill, the deque's spills): skynet with
+// 10,000 leaves over channels, each leaf sending its number up.
+long packed_skynet(long num, long size) {
+  if (size == 1) return num;
+  chronos::Channel<long> sums(10);
+  const long child = size / 10;
+  for (long i = 0; i < 10; ++i) {
+    chronos::go(chronos::SpawnOptions{.small_stack = true}, [&sums, n = num + i * child, child] {
+      sums.send(packed_skynet(n, child));
+    }).detach();
+  }
+  long total = 0;
+  for (int i = 0; i < 10; ++i) total += *sums.recv();
+  return total;
+}
+
+TEST(PackedStacks, AFanOutSpawnsFromPackedStacks) {
+  const long leaves = chronos::test::scale() == 1 ? 10000 : 1000;
+  chronos::Runtime rt{chronos::Config{.workers = 2, .small_stack_size = 2048}};
+  const long sum = rt.block_on([&] {
+    return chronos::go(chronos::SpawnOptions{.small_stack = true},
+                       [&] { return packed_skynet(0, leaves); })
+        .join();
+  });
+  EXPECT_EQ(sum, leaves * (leaves - 1) / 2);
+}
+
 TEST(StackOverflowDeathTest, DeepRecursionWithinTheStackIsFine) {
   chronos::Runtime rt{chronos::Config{.workers = 1, .stack_size = 256 * 1024}};
   // ~200 KiB of frames in a 256 KiB stack.

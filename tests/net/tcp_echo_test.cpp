@@ -125,6 +125,45 @@ TEST(NetTcp, EchoLargeMessagesExceedSocketBuffers) {
   run_echo_in_process(4, 2, std::size_t{4} << 20);
 }
 
+// A server on packed 2 KiB stacks (Config::small_stack_size, 1,920 bytes of
+// stack): the accept loop and every connection's handler, with its own
+// 256-byte buffer, park in the reactor and wake again within them. (The
+// clients, whose connect() goes deeper, run on normal stacks.) An overflow
+// would die at a switch.
+TEST(NetTcp, EchoOnPackedTwoKiBStacks) {
+  const int conns = static_cast<int>(chronos::test::scaled(500));
+  const int msgs = 5;
+  const std::size_t size = 64;
+  chronos::test::raise_nofile(static_cast<rlim_t>(2 * conns + 256));
+  Runtime rt{Config{.workers = 2, .small_stack_size = 2048}};
+  Tally t;
+  rt.block_on([&] {
+    TcpListener l = TcpListener::bind("127.0.0.1", 0, 4096);
+    const std::uint16_t port = l.local_endpoint().port();
+    chronos::go(kSmall, [&l] {
+      for (;;) {
+        std::error_code ec;
+        TcpStream c = l.accept(ec);
+        if (ec) return;
+        chronos::go(kSmall, [c = std::move(c)]() mutable {
+          std::byte buf[256];
+          while (std::size_t n = c.read(buf)) c.write_all({buf, n});
+        }).detach();
+      }
+    }).detach();
+    WaitGroup wg(conns), all_up(conns);
+    for (int i = 0; i < conns; ++i)
+      chronos::go([&, i] {
+        client(port, i, msgs, size, t, all_up);
+        wg.done();
+      }).detach();
+    wg.wait();
+    l.close();
+  });
+  EXPECT_EQ(t.errors.load(), 0);
+  EXPECT_EQ(t.verified.load(), static_cast<std::uint64_t>(conns) * msgs * size);
+}
+
 // 10,000 connections need 20,000 fds, the hard limit here: the clients run in
 // a child process with its own runtime.
 TEST(NetTcp, Echo10000ConnectionsAcrossProcesses) {
