@@ -179,6 +179,8 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
       free_ = free_->next;
     }
     nfree_.store(nfree_.load(std::memory_order_relaxed) - got, std::memory_order_relaxed);
+    if (got && pinned_.load(std::memory_order_relaxed))
+      pinned_.store(0, std::memory_order_relaxed);  // a page-mate may be free now
     while (got + fresh < n && !trimmed_.empty()) {
       lo[fresh] = trimmed_.back().lo;
       first[fresh++] = trimmed_.back().first_in_slab;
@@ -230,7 +232,7 @@ void StackPool::give(Stack* const* in, std::size_t n) noexcept {
 }
 
 std::size_t StackPool::trim(std::size_t keep) noexcept {
-  if (nfree_.load(std::memory_order_relaxed) <= keep) return 0;
+  if (!trim_due(keep)) return 0;
   // Detach the excess under the lock, return its memory outside it.
   Stack* excess = nullptr;
   std::size_t n = 0;
@@ -276,7 +278,9 @@ StackPool::Trimmed StackPool::release_slot(Stack* s) noexcept {
 
 // Packed slots share pages, and a page goes back to the kernel only when
 // every slot on it is among the excess; the slots of a page with one in use
-// (or kept) return to the free list. Returns how many went back there.
+// (or kept) return to the free list, and trim_due() leaves them out until
+// the next take(), so an idle worker does not sort them again and again.
+// Returns how many went back there.
 std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
   std::vector<Stack*> slots;
   slots.reserve(n);
@@ -311,6 +315,7 @@ std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
     free_ = s;
   }
   nfree_.store(nfree_.load(std::memory_order_relaxed) + kept, std::memory_order_relaxed);
+  pinned_.store(kept, std::memory_order_relaxed);  // until the next take()
   return kept;
 }
 

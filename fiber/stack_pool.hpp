@@ -89,6 +89,13 @@ class StackPool {
   // not pin its memory forever and a busy runtime never pays for it.
   std::size_t trim(std::size_t keep) noexcept;
   std::size_t free_count() const noexcept { return nfree_.load(std::memory_order_relaxed); }
+  // Whether trim(keep) has anything to return: more free stacks than `keep`,
+  // not counting packed slots the last trim had to keep because a page-mate
+  // was in use (until the next take() from the free list, which may have
+  // freed their pages up).
+  bool trim_due(std::size_t keep) const noexcept {
+    return nfree_.load(std::memory_order_relaxed) > keep + pinned_.load(std::memory_order_relaxed);
+  }
 
   bool small() const noexcept { return small_; }
   bool packed() const noexcept { return packed_; }
@@ -147,9 +154,10 @@ class StackPool {
   std::size_t slot_size_;  // a slot's bytes, guard excluded
 
   std::mutex mu_;
-  Stack* free_ = nullptr;              // linked through Stack::next
-  std::atomic<std::size_t> nfree_{0};  // written under mu_, read without it by trim()
-  std::vector<Trimmed> trimmed_;       // small slots whose pages were returned; header to rebuild
+  Stack* free_ = nullptr;               // linked through Stack::next
+  std::atomic<std::size_t> nfree_{0};   // written under mu_, read without it by trim()
+  std::atomic<std::size_t> pinned_{0};  // see trim_due(); written under mu_
+  std::vector<Trimmed> trimmed_;        // small slots whose pages were returned; header to rebuild
   std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
   char* bump_ = nullptr;  // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;

@@ -344,7 +344,7 @@ void RuntimeImpl::idle_wait(Worker* w) {
     stop_polling();
   } else if (left >= 0) {
     futex_wait_for(&wake_epoch_, epoch, timespec{left / 1'000'000'000, left % 1'000'000'000});
-  } else if (normal_pool_.free_count() > keep || small_pool_.free_count() > keep) {
+  } else if (normal_pool_.trim_due(keep) || small_pool_.trim_due(keep)) {
     // A past burst left more free stacks than Config::max_cached_stacks: give
     // the excess back, but only once the runtime has stayed idle for a
     // second, so that a brief lull between two bursts does not cost the next

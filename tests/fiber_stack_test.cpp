@@ -336,8 +336,18 @@ TEST(StackPool, TrimReturnsOnlyPackedPagesWhoseSlotsAreAllFree) {
     EXPECT_EQ(resident(los[page * per_page]), kept) << "page " << page;
   }
   for (Stack* f : in_use) EXPECT_TRUE(StackPool::canary_intact(f));
-  // Every slot comes back, rebuilt, and twice trimming what is left changes nothing.
+  // What is left is not due for trimming (an idle worker would only sort it
+  // again), until a take() from the free list may have freed a page-mate.
+  EXPECT_FALSE(pool.trim_due(0));
   EXPECT_EQ(pool.trim(0), 0u);
+  EXPECT_EQ(pool.free_count(), partial);
+  Stack* one;
+  ASSERT_EQ(pool.take(&one, 1), 1u);
+  pool.give(&one, 1);
+  EXPECT_TRUE(pool.trim_due(0));
+  EXPECT_EQ(pool.trim(0), 0u);  // still none whose page-mates are all free
+  EXPECT_FALSE(pool.trim_due(0));
+  // Every slot comes back, rebuilt.
   std::vector<Stack*> again(freed.size());
   got = 0;
   while (got < again.size()) got += pool.take(again.data() + got, again.size() - got);
