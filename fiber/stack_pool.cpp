@@ -288,8 +288,7 @@ std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
   std::sort(slots.begin(), slots.end());
   const std::size_t per_page = page_ / slot_size_;
   std::vector<Trimmed> trimmed;
-  Stack* keep = nullptr;
-  std::size_t kept = 0;
+  std::size_t kept = 0;  // slots[0, kept): those that go back to the free list
   for (std::size_t i = 0; i < slots.size();) {
     char* page = top_page(slots[i]->lo);
     std::size_t j = i;
@@ -298,24 +297,17 @@ std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
       for (std::size_t k = i; k < j; ++k) trimmed.push_back(release_slot(slots[k]));
       ::madvise(page, page_, MADV_DONTNEED);  // the headers too: they read as zeros now
     } else {
-      for (std::size_t k = i; k < j; ++k) {
-        slots[k]->next = keep;
-        keep = slots[k];
-        ++kept;
-      }
+      while (i < j) slots[kept++] = slots[i++];
     }
     i = j;
   }
-  std::lock_guard lock(mu_);
-  trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
-  while (keep) {
-    Stack* s = keep;
-    keep = s->next;
-    s->next = free_;
-    free_ = s;
+  {
+    std::lock_guard lock(mu_);
+    trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
+    // Before give(): a take() after it clears this, never the other way round.
+    pinned_.store(kept, std::memory_order_relaxed);
   }
-  nfree_.store(nfree_.load(std::memory_order_relaxed) + kept, std::memory_order_relaxed);
-  pinned_.store(kept, std::memory_order_relaxed);  // until the next take()
+  give(slots.data(), kept);
   return kept;
 }
 

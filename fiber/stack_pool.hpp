@@ -126,8 +126,9 @@ class StackPool {
 
   // Bytes reserved at the top of every slot above the header (holds the canary).
   static constexpr std::size_t kTail = 64;
-  // The smallest packed slot: header and tail take 128 bytes of it.
-  static constexpr std::size_t kMinPackedSlot = 1024;
+  // The smallest packed slot (Config::small_stack_size's floor below 8 KiB):
+  // header and tail take 128 bytes of it.
+  static constexpr std::size_t kMinPackedSlot = 2048;
   // The most one take() hands out.
   static constexpr std::size_t kMaxTake = 64;
 

@@ -62,8 +62,8 @@ Config normalize(Config c) {
   // Small stacks of 8 KiB and up are whole pages; below a page they are
   // packed several to a page, which needs a size that divides it.
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  const bool packed = c.small_stack_size >= 2 * 1024 && c.small_stack_size <= page / 2 &&
-                      std::has_single_bit(c.small_stack_size);
+  const bool packed = c.small_stack_size >= StackPool::kMinPackedSlot &&
+                      c.small_stack_size <= page / 2 && std::has_single_bit(c.small_stack_size);
   if (c.small_stack_size < 8 * 1024 && !packed)
     throw std::invalid_argument(
         "chronos: Config::small_stack_size must be at least 8 KiB, or a power of two from 2 KiB "
