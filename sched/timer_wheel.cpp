@@ -23,7 +23,8 @@ void push_front(Timer*& head, Timer* t) noexcept {
 // worker is on, a 2 KiB packed one included, and a batch can be thousands of
 // timers that fell due together (a recursive sort took 64 bytes a level).
 Timer* sort_by_deadline(Timer* list) noexcept {
-  for (std::size_t width = 1; list; width *= 2) {
+  if (!list || !list->next) return list;  // the usual batch: one timer
+  for (std::size_t width = 1;; width *= 2) {
     Timer* head = nullptr;
     Timer** tail = &head;
     std::size_t runs = 0;
