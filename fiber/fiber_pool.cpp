@@ -22,61 +22,72 @@ FiberPool::~FiberPool() {
   // Every fiber has been released by now (RuntimeImpl's shutdown guarantees
   // it, or the runtime's memory is kept): destroy what was carved, unmap.
   for (Fiber* c : chunks_) {
-    Fiber* end = c == chunks_.back() ? bump_ : c + kChunkFibers;
-    for (Fiber* f = c; f != end; ++f) f->~Fiber();
+    for (Fiber* f = c; f != c + kChunkFibers; ++f) f->~Fiber();
     ::munmap(c, kChunkBytes);
   }
 }
 
 std::size_t FiberPool::take(Fiber** out, std::size_t n) {
-  std::lock_guard lock(mu_);
-  std::size_t got = std::min(n, free_.size());
-  std::copy(free_.end() - static_cast<std::ptrdiff_t>(got), free_.end(), out);
-  free_.resize(free_.size() - got);
-  while (got < n) {
-    if (bump_ == bump_end_) {
-      if (got > 0) break;
-      void* p =
-          ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) {
-        int err = errno;
-        throw std::system_error(err, std::generic_category(),
-                                "chronos: cannot map " + std::to_string(kChunkBytes) +
-                                    " bytes for fiber control blocks");
-      }
-      try {
-        chunks_.reserve(chunks_.size() + 1);
-        // Doubling, not chunk by chunk: a burst of a million spawns carves
-        // a thousand chunks, and growing by one each time copied the list a
-        // thousand times over.
-        const std::size_t need = (chunks_.size() + 1) * kChunkFibers;
-        if (free_.capacity() < need) free_.reserve(std::max(need, 2 * free_.capacity()));
-      } catch (...) {
-        ::munmap(p, kChunkBytes);
-        throw;
-      }
-      // Committed now, in one call, rather than a page fault per 21 TCBs as
-      // they are carved (fiber/populate.hpp): 48 faults under this lock cost
-      // half a millisecond on a VM, the call a tenth of that.
-      PageRange chunk{p, kChunkBytes};
-      populate_pages(&chunk, 1);
-      chunks_.push_back(static_cast<Fiber*>(p));
-      bump_ = static_cast<Fiber*>(p);
-      bump_end_ = bump_ + kChunkFibers;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      const std::size_t got = std::min(n, free_.size());
+      // From the back, lowest address first (see add_chunk): a burst of
+      // spawns walks a fresh chunk upwards.
+      for (std::size_t i = 0; i < got; ++i) out[i] = free_[free_.size() - 1 - i];
+      free_.resize(free_.size() - got);
+      if (got > 0) return got;
     }
-    Fiber* f = ::new (bump_++) Fiber();
-    f->rt = rt_;
-    out[got++] = f;
-    carved_.fetch_add(1, std::memory_order_relaxed);
+    add_chunk();
   }
-  return got;
 }
 
 void FiberPool::give(Fiber* const* in, std::size_t n) noexcept {
   std::lock_guard lock(mu_);
-  // Reserved whenever a chunk is carved, so that this never allocates (and
+  // Reserved whenever a chunk is added, so that this never allocates (and
   // so never throws): the list holds at most every TCB carved.
   free_.insert(free_.end(), in, in + n);
+}
+
+// Maps, commits and constructs a whole chunk with the lock let go, then files
+// its TCBs as free under it. The slow part of growing (a mapping, 48 pages
+// committed, 192 KiB written) used to run under the lock, one batch of 64
+// TCBs at a time, and a worker returning TCBs meanwhile slept on the lock:
+// thousands of futex calls a round in a two-worker spawn burst. Two takers
+// that find the pool empty at once both add a chunk; the spare TCBs stay
+// free for the next burst.
+void FiberPool::add_chunk() {
+  void* p =
+      ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    throw std::system_error(
+        err, std::generic_category(),
+        "chronos: cannot map " + std::to_string(kChunkBytes) + " bytes for fiber control blocks");
+  }
+  // Committed in one call rather than a page fault per 21 TCBs
+  // (fiber/populate.hpp): 48 faults cost half a millisecond on a VM, the
+  // call a tenth of that. The stores below then hit memory that is there.
+  PageRange range{p, kChunkBytes};
+  populate_pages(&range, 1);
+  auto* chunk = static_cast<Fiber*>(p);
+  for (std::size_t i = 0; i < kChunkFibers; ++i) (::new (chunk + i) Fiber())->rt = rt_;
+  std::lock_guard lock(mu_);
+  try {
+    chunks_.reserve(chunks_.size() + 1);
+    // Doubling, not chunk by chunk: a burst of a million spawns adds a
+    // thousand chunks, and growing by one each time copied the list a
+    // thousand times over.
+    const std::size_t need = (chunks_.size() + 1) * kChunkFibers;
+    if (free_.capacity() < need) free_.reserve(std::max(need, 2 * free_.capacity()));
+  } catch (...) {
+    for (std::size_t i = 0; i < kChunkFibers; ++i) chunk[i].~Fiber();
+    ::munmap(p, kChunkBytes);
+    throw;
+  }
+  chunks_.push_back(chunk);
+  for (std::size_t i = kChunkFibers; i-- > 0;) free_.push_back(chunk + i);
+  carved_.fetch_add(kChunkFibers, std::memory_order_relaxed);
 }
 
 void FiberPool::for_each_fiber(void (*fn)(Fiber*, void*), void* arg) {
@@ -96,19 +107,17 @@ void FiberPool::for_each_slot(void (*fn)(Fiber*, void*), void* arg) {
   // The lock guards the list of chunks, not the TCBs: copy the list, then
   // walk without it, so that a dump or a deadlock scan of a million TCBs
   // never holds up a worker refilling its cache. Walking unlocked is safe:
-  // a chunk is never unmapped while the pool lives, and every TCB in the
-  // copied extents was constructed, under the lock, before we took it. TCBs
-  // carved after the copy are not visited; the visitors already cope with
-  // fibers that change state while they look.
-  std::vector<std::pair<Fiber*, Fiber*>> extents;
+  // a chunk is never unmapped while the pool lives, and every TCB of a
+  // listed chunk was constructed before the chunk was listed (the lock
+  // orders the two). Chunks added after the copy are not visited; the
+  // visitors already cope with fibers that change state while they look.
+  std::vector<Fiber*> chunks;
   {
     std::lock_guard lock(mu_);
-    extents.reserve(chunks_.size());
-    for (Fiber* c : chunks_)
-      extents.emplace_back(c, c == chunks_.back() ? bump_ : c + kChunkFibers);
+    chunks = chunks_;
   }
-  for (auto [lo, end] : extents)
-    for (Fiber* f = lo; f != end; ++f) fn(f, arg);
+  for (Fiber* c : chunks)
+    for (Fiber* f = c; f != c + kChunkFibers; ++f) fn(f, arg);
 }
 
 }  // namespace chronos::detail

@@ -4,7 +4,8 @@
 // apart from any stack: a spawn writes a few cache lines of one chunk, and a
 // burst of spawns walks its chunks in order, which the hardware prefetcher
 // follows. A new chunk is committed whole in one call when it is mapped
-// (fiber/populate.hpp), not a page fault per 21 TCBs. A TCB is never
+// (fiber/populate.hpp), not a page fault per 21 TCBs, and all its TCBs are
+// constructed then, before the pool's lock is taken to list it. A TCB is never
 // returned to the system while its runtime lives, so anything that walks
 // every TCB (dumps, the deadlock detector, shutdown, the gdb extension) reads
 // memory that stays valid; a free TCB reads Done and has no payload
@@ -12,7 +13,7 @@
 // the burst, as Go keeps its goroutine records.
 //
 // Pooling is StackPool's: batches move between the free list and a worker's
-// cache under a mutex taken once per batch. The free list is an array of
+// cache under a lock taken once per batch (fiber/adaptive_mutex.hpp). The free list is an array of
 // pointers, not a list linked through the TCBs: moving a batch then copies
 // 64 pointers instead of chasing 64 dependent cache misses. The array grows
 // only to the largest number of free TCBs seen, so the steady state does not
@@ -24,6 +25,7 @@
 #include <mutex>
 #include <vector>
 
+#include "fiber/adaptive_mutex.hpp"
 #include "fiber/tcb.hpp"
 
 namespace chronos::detail {
@@ -35,7 +37,7 @@ class FiberPool {
   FiberPool(const FiberPool&) = delete;
   FiberPool& operator=(const FiberPool&) = delete;
 
-  // Takes between 1 and n free TCBs into out, carving a chunk if none are
+  // Takes between 1 and n free TCBs into out, adding a chunk if none are
   // free. Throws std::system_error (ENOMEM) if no chunk can be mapped.
   std::size_t take(Fiber** out, std::size_t n);
   // Returns TCBs whose fibers are finished and released.
@@ -56,12 +58,12 @@ class FiberPool {
 
  private:
   RuntimeImpl* const rt_;  // every TCB's Fiber::rt
-  std::mutex mu_;
+  AdaptiveMutex mu_;
   std::vector<Fiber*> free_;    // every free TCB (see "Pooling" above)
   std::vector<Fiber*> chunks_;  // every chunk, kChunkFibers TCBs each
-  Fiber* bump_ = nullptr;       // next never-used TCB in the newest chunk
-  Fiber* bump_end_ = nullptr;
   std::atomic<std::size_t> carved_{0};
+
+  void add_chunk();
 };
 
 }  // namespace chronos::detail

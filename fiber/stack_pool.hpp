@@ -48,6 +48,8 @@
 #include <mutex>
 #include <vector>
 
+#include "fiber/adaptive_mutex.hpp"
+
 namespace chronos::detail {
 
 class StackPool;
@@ -154,7 +156,7 @@ class StackPool {
   const bool packed_;      // small slots smaller than a page, several to a page
   std::size_t slot_size_;  // a slot's bytes, guard excluded
 
-  std::mutex mu_;
+  AdaptiveMutex mu_;
   Stack* free_ = nullptr;               // linked through Stack::next
   std::atomic<std::size_t> nfree_{0};   // written under mu_, read without it by trim()
   std::atomic<std::size_t> pinned_{0};  // see trim_due(); written under mu_

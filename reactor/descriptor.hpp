@@ -56,6 +56,8 @@
 #include <memory>
 #include <mutex>
 
+#include "fiber/adaptive_mutex.hpp"
+
 namespace chronos::detail {
 
 class Reactor;
@@ -164,7 +166,7 @@ class DescriptorPool {
 
  private:
   Reactor* const reactor_;
-  std::mutex mu_;
+  AdaptiveMutex mu_;
   Descriptor* free_ = nullptr;
   std::uint32_t used_chunks_ = 0;  // under mu_
   // Published with release once filled; read by lookup with acquire.

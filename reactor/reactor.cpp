@@ -12,7 +12,7 @@
 #include <system_error>
 
 #include "reactor/io_wait.hpp"
-#include "sched/futex.hpp"
+#include "fiber/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
 

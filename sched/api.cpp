@@ -4,7 +4,7 @@
 
 #include "chronos/cancel.hpp"
 #include "chronos/detail/waiter.hpp"
-#include "sched/futex.hpp"
+#include "fiber/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/trace.hpp"

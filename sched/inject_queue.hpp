@@ -36,6 +36,7 @@
 #include <new>
 #include <utility>
 
+#include "fiber/adaptive_mutex.hpp"
 #include "fiber/populate.hpp"
 #include "fiber/tcb.hpp"
 
@@ -158,7 +159,7 @@ class InjectQueue {
   // to free after the lock (if it is called again, because others filled the
   // spill meanwhile, the first one is freed under the lock: rare). False if
   // the memory cannot be had.
-  bool grow_spill(std::unique_lock<std::mutex>& lock, std::size_t need, Ring& unused) noexcept {
+  bool grow_spill(std::unique_lock<AdaptiveMutex>& lock, std::size_t need, Ring& unused) noexcept {
     std::size_t cap = spill_.cap ? 2 * spill_.cap : 1024;
     while (cap < need) cap *= 2;
     lock.unlock();
@@ -217,7 +218,7 @@ class InjectQueue {
   alignas(64) std::atomic<std::size_t> head_{0};  // consumers
   alignas(64) std::atomic<std::size_t> tail_{0};  // producers
   alignas(64) std::atomic<std::size_t> batched_{0};
-  std::mutex batch_mu_;
+  AdaptiveMutex batch_mu_;
   Ring spill_;
   std::size_t spill_head_ = 0;
   std::size_t spill_count_ = 0;

@@ -5,7 +5,7 @@
 
 #include "chronos/cancel.hpp"
 #include "chronos/detail/waiter.hpp"
-#include "sched/futex.hpp"
+#include "fiber/futex.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/timer.hpp"
 

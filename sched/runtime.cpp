@@ -15,7 +15,7 @@
 
 #include "arch/sanitizer.hpp"
 #include "fiber/overflow.hpp"
-#include "sched/futex.hpp"
+#include "fiber/futex.hpp"
 #include "sched/monitor.hpp"
 #include "sched/registry.hpp"
 #include "sched/runtime_impl.hpp"

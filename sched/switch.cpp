@@ -10,7 +10,7 @@
 #if defined(CHRONOS_SWITCH_INLINE)
 #include "arch/fp_env_x86_64.hpp"
 #endif
-#include "sched/futex.hpp"
+#include "fiber/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/trace.hpp"

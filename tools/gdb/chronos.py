@@ -198,16 +198,10 @@ def _pool_tcbs(inf, rt, pool, lay):
     if n < 0 or n > _MAX_CHUNKS:
         raise ChronosError("runtime %#x: the TCB pool's chunk list looks corrupt" % int(rt))
     data = _read(inf, int(begin), n * 8) if n else b""
-    bump = int(pool["bump_"])
     tcbs = []
-    for i in range(n):
+    for i in range(n):  # a listed chunk is constructed whole
         base = _u64(data, 8 * i)
-        count = _CHUNK_FIBERS
-        if i == n - 1:
-            count = (bump - base) // lay.size
-            if count < 0 or count > _CHUNK_FIBERS:
-                raise ChronosError("runtime %#x: the TCB pool looks corrupt" % int(rt))
-        tcbs.extend(base + k * lay.size for k in range(count))
+        tcbs.extend(base + k * lay.size for k in range(_CHUNK_FIBERS))
     return tcbs
 
 

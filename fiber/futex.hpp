@@ -1,4 +1,4 @@
-// sched/futex.hpp: the two futex operations the scheduler sleeps and wakes with.
+// fiber/futex.hpp: the two futex operations the runtime sleeps and wakes with.
 #pragma once
 
 #include <linux/futex.h>
