@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -18,6 +19,19 @@ using chronos::Config;
 using chronos::JoinHandle;
 using chronos::Runtime;
 using chronos::WaitGroup;
+
+// A wait group fills a cache line of its own, so that the done() calls of
+// other workers do not fight over the line with the waiter's frame.
+static_assert(alignof(WaitGroup) == 64 && sizeof(WaitGroup) == 64);
+
+TEST(WaitGroup, TwoOnOneFrameSitOnSeparateCacheLines) {
+  WaitGroup a, b;
+  const auto pa = reinterpret_cast<std::uintptr_t>(&a);
+  const auto pb = reinterpret_cast<std::uintptr_t>(&b);
+  EXPECT_EQ(pa % 64, 0u);
+  EXPECT_EQ(pb % 64, 0u);
+  EXPECT_NE(pa / 64, pb / 64);
+}
 
 TEST(WaitGroup, WaitReturnsAfterEveryDone) {
   Runtime rt{Config{.workers = 2}};
