@@ -38,7 +38,8 @@ void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void*
   f->ops = ops;
   f->payload = payload;
   f->id = id;
-  f->join.store(0, std::memory_order_relaxed);
+  // (Published with the fiber: nobody can see it before it is queued.)
+  f->join.store(opts.detached ? join_word::kDetached : 0, std::memory_order_relaxed);
   f->wait_kind = WaitKind::kNone;
   f->unwinding = false;
   f->eager = eager != nullptr;

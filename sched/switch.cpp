@@ -246,9 +246,15 @@ void finish_exit(Worker* w, Fiber* f);
 // Publishes a finished fiber: DONE, then the joiner's wake-up or the free.
 void finish_exit(Worker* w, Fiber* f) {
   w->exited.bump();
-  // acq_rel: release publishes the result and error to the joiner; acquire
-  // sees a detacher's writes before we free.
-  std::uintptr_t j = f->join.fetch_or(join_word::kDone, std::memory_order_acq_rel);
+  // A detached fiber has nobody left to race with: DETACHED is set once, by
+  // a handle that forgets the fiber as it sets it, so the exit that sees it
+  // frees alone, without the locked fetch_or (acquire: pairs with the
+  // detacher's release, so its writes happen before the free). Otherwise
+  // fetch_or, acq_rel: release publishes the result and error to the joiner,
+  // or to a detach that races us; acquire sees that detacher's writes.
+  std::uintptr_t j = f->join.load(std::memory_order_acquire);
+  if (!(j & join_word::kDetached))
+    j = f->join.fetch_or(join_word::kDone, std::memory_order_acq_rel);
   if (j & join_word::kDetached) {
     if (f->error && !f->unwinding) w->rt->report_uncaught(f);
     f->rt->release(f);

@@ -181,6 +181,70 @@ TEST(Runtime, UncaughtExceptionInADetachedFiberGoesToOnUncaught) {
   EXPECT_EQ(what, "nobody is listening");
 }
 
+// SpawnOptions::detached: an empty handle comes back, each fiber runs once,
+// from a fiber (go) and from a plain thread (Runtime::spawn), on two workers,
+// and every TCB is released afterwards.
+TEST(Runtime, FibersSpawnedDetachedRunOnceAndAreReleased) {
+  constexpr int kInFibers = 20000, kOutside = 2000;
+  std::vector<std::atomic<int>> runs(kInFibers + kOutside);
+  {
+    Runtime rt{Config{.workers = 2}};
+    chronos::WaitGroup wg(kInFibers + kOutside);
+    const SpawnOptions detached{.small_stack = true, .detached = true};
+    for (int i = 0; i < kOutside; ++i) {
+      auto h = rt.spawn(detached, [&, i] {
+        runs[kInFibers + i].fetch_add(1);
+        wg.done();
+      });
+      EXPECT_FALSE(h.joinable());
+    }
+    rt.block_on([&] {
+      int empty = 0;
+      for (int i = 0; i < kInFibers; ++i) {
+        auto h = chronos::go(detached, [&, i] {
+          if (i % 7 == 0) chronos::yield();
+          runs[i].fetch_add(1);
+          wg.done();
+        });
+        empty += !h.joinable() && h.id() == 0;
+      }
+      EXPECT_EQ(empty, kInFibers);
+      wg.wait();
+    });
+    rt.shutdown();
+    EXPECT_EQ(rt.stats().live_fibers, 0u);
+  }
+  int wrong = 0;
+  for (auto& r : runs) wrong += r.load() != 1;
+  EXPECT_EQ(wrong, 0);
+}
+
+TEST(Runtime, AnExceptionFromAFiberSpawnedDetachedGoesToOnUncaught) {
+  std::atomic<int> calls{0};
+  std::string name, what;
+  {
+    Runtime rt{Config{.workers = 1,
+                      .on_uncaught = [&](const chronos::FiberInfo& info, std::exception_ptr e) {
+                        ++calls;
+                        name = info.name;
+                        try {
+                          std::rethrow_exception(e);
+                        } catch (const std::exception& ex) {
+                          what = ex.what();
+                        }
+                      }}};
+    rt.block_on([] {
+      chronos::go(SpawnOptions{.name = "born-free", .detached = true}, [] {
+        chronos::yield();
+        throw std::runtime_error("no handle to hear it");
+      });
+    });
+  }
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(name, "born-free");
+  EXPECT_EQ(what, "no handle to hear it");
+}
+
 TEST(Runtime, DroppingTheHandleOfAFiberThatThrewReportsIt) {
   std::atomic<int> calls{0};
   Runtime rt{

@@ -117,6 +117,11 @@ struct SpawnOptions {
   // Blocking calls in this fiber throw chronos::Cancelled once a stop is
   // requested on this token (chronos/cancel.hpp). Empty: not cancellable.
   std::stop_token stop_token = {};
+  // Start the fiber detached, as Go's `go f()`: go() and Runtime::spawn
+  // return an empty JoinHandle, and an exception that escapes the fiber goes
+  // to Config::on_uncaught. The same as detaching the handle at once, less
+  // the locked instruction that dropping a live handle costs.
+  bool detached = false;
 };
 
 }  // namespace chronos

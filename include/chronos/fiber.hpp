@@ -96,7 +96,8 @@ auto spawn_handle(const SpawnOptions& opts, F&& fn, Runtime* rt) {
   const PayloadOps* ops = &OpsFor<P, F&&>::ops;
   void* src = const_cast<void*>(static_cast<const void*>(std::addressof(fn)));
   Fiber* f = rt ? spawn_into(*rt, opts, ops, src) : spawn_here(opts, ops, src);
-  return JoinHandle<R>(f, &take_result<P>);
+  // A detached fiber may have run and been freed already: no handle to it.
+  return JoinHandle<R>(opts.detached ? nullptr : f, &take_result<P>);
 }
 
 }  // namespace detail

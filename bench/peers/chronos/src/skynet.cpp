@@ -4,7 +4,7 @@
 // there are N leaves (10^6: depth 6, 1,111,111 fibers in all, the root
 // included). A leaf sends its own number to its parent over the parent's
 // unbuffered chronos::Channel<long>; a parent spawns its 10 children
-// (detached, as `go` does), receives their 10 values from its channel, and
+// (started detached, as `go` does), receives their 10 values from its channel, and
 // sends the sum up on its own parent's channel. The root's sum must be
 // N(N-1)/2 (499999500000 for N = 10^6); otherwise the program exits 1.
 //
@@ -24,7 +24,7 @@
 namespace {
 
 constexpr long kFanOut = 10;
-const chronos::SpawnOptions kOpts{.small_stack = true};
+const chronos::SpawnOptions kOpts{.small_stack = true, .detached = true};
 
 void skynet(chronos::Channel<long>& out, long num, long size) {
   if (size == 1) {
@@ -34,7 +34,7 @@ void skynet(chronos::Channel<long>& out, long num, long size) {
   chronos::Channel<long> rc;  // unbuffered, as Go's make(chan int)
   const long child = size / kFanOut;
   for (long i = 0; i < kFanOut; ++i)
-    chronos::go(kOpts, [&rc, num, i, child] { skynet(rc, num + i * child, child); }).detach();
+    chronos::go(kOpts, [&rc, num, i, child] { skynet(rc, num + i * child, child); });
   long sum = 0;
   for (long i = 0; i < kFanOut; ++i) sum += *rc.recv();
   out.send(sum);
@@ -45,7 +45,7 @@ void skynet(chronos::Channel<long>& out, long num, long size) {
 long tree(long n, double& ns) {
   const auto t0 = peer::Clock::now();
   chronos::Channel<long> root;
-  chronos::go(kOpts, [&root, n] { skynet(root, 0, n); }).detach();
+  chronos::go(kOpts, [&root, n] { skynet(root, 0, n); });
   const long sum = *root.recv();
   ns = peer::ns_since(t0);
   return sum;
