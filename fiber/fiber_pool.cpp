@@ -27,15 +27,26 @@ FiberPool::~FiberPool() {
   }
 }
 
+namespace {
+
+// Which thread gave the pool its last batch (see "Which end" in the header).
+thread_local const char t_self = 0;
+
+}  // namespace
+
 std::size_t FiberPool::take(Fiber** out, std::size_t n) {
   for (;;) {
     {
       std::lock_guard lock(mu_);
-      const std::size_t got = std::min(n, free_.size());
-      // From the back, lowest address first (see add_chunk): a burst of
-      // spawns walks a fresh chunk upwards.
-      for (std::size_t i = 0; i < got; ++i) out[i] = free_[free_.size() - 1 - i];
-      free_.resize(free_.size() - got);
+      const std::size_t got = std::min(n, count_);
+      const std::size_t mask = ring_.size() - 1;
+      if (last_giver_ == &t_self) {  // our own last frees, newest first
+        for (std::size_t i = 0; i < got; ++i) out[i] = ring_[(head_ + count_ - 1 - i) & mask];
+      } else {  // the oldest
+        for (std::size_t i = 0; i < got; ++i) out[i] = ring_[(head_ + i) & mask];
+        head_ = (head_ + got) & mask;
+      }
+      count_ -= got;
       if (got > 0) return got;
     }
     add_chunk();
@@ -44,9 +55,12 @@ std::size_t FiberPool::take(Fiber** out, std::size_t n) {
 
 void FiberPool::give(Fiber* const* in, std::size_t n) noexcept {
   std::lock_guard lock(mu_);
-  // Reserved whenever a chunk is added, so that this never allocates (and
-  // so never throws): the list holds at most every TCB carved.
-  free_.insert(free_.end(), in, in + n);
+  // Sized whenever a chunk is added, so that this never allocates (and so
+  // never throws): the ring holds at most every TCB carved.
+  const std::size_t mask = ring_.size() - 1;
+  for (std::size_t i = 0; i < n; ++i) ring_[(head_ + count_ + i) & mask] = in[i];
+  count_ += n;
+  last_giver_ = &t_self;
 }
 
 // Maps, commits and constructs a whole chunk with the lock let go, then files
@@ -79,14 +93,24 @@ void FiberPool::add_chunk() {
     // thousand chunks, and growing by one each time copied the list a
     // thousand times over.
     const std::size_t need = (chunks_.size() + 1) * kChunkFibers;
-    if (free_.capacity() < need) free_.reserve(std::max(need, 2 * free_.capacity()));
+    if (ring_.size() < need) {
+      std::size_t cap = ring_.empty() ? kChunkFibers : 2 * ring_.size();
+      while (cap < need) cap *= 2;
+      std::vector<Fiber*> bigger(cap);
+      for (std::size_t i = 0; i < count_; ++i) bigger[i] = ring_[(head_ + i) & (ring_.size() - 1)];
+      ring_.swap(bigger);
+      head_ = 0;
+    }
   } catch (...) {
     for (std::size_t i = 0; i < kChunkFibers; ++i) chunk[i].~Fiber();
     ::munmap(p, kChunkBytes);
     throw;
   }
   chunks_.push_back(chunk);
-  for (std::size_t i = kChunkFibers; i-- > 0;) free_.push_back(chunk + i);
+  const std::size_t mask = ring_.size() - 1;
+  for (std::size_t i = 0; i < kChunkFibers; ++i) ring_[(head_ + count_ + i) & mask] = chunk + i;
+  count_ += kChunkFibers;
+  last_giver_ = nullptr;  // taken from the head: a burst walks the chunk upwards
   carved_.fetch_add(kChunkFibers, std::memory_order_relaxed);
 }
 

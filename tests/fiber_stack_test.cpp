@@ -460,6 +460,47 @@ TEST(FiberPool, TcbsAreCarvedSideBySideAndReused) {
   pool.give(again.data(), again.size());
 }
 
+// "Which end" (fiber/fiber_pool.hpp): the thread that gave last gets its own
+// frees back, newest first; another thread gets the oldest free TCBs.
+TEST(FiberPool, AGiverTakesItsNewestBackAndOthersTakeTheOldest) {
+  FiberPool pool(nullptr);
+  std::vector<Fiber*> f(8);
+  std::size_t got = 0;
+  while (got < f.size()) got += pool.take(f.data() + got, f.size() - got);
+  // Free them in two batches from two threads: f[0..4) first, then f[4..8).
+  std::thread([&] { pool.give(f.data(), 4); }).join();
+  pool.give(f.data() + 4, 4);  // this thread gave last
+  // All of the first chunk but our 8 is free too, older than either batch.
+  const std::size_t older = FiberPool::kChunkFibers - f.size();
+  Fiber* mine[2] = {};
+  ASSERT_EQ(pool.take(mine, 2), 2u);
+  EXPECT_EQ(mine[0], f[7]);  // newest first
+  EXPECT_EQ(mine[1], f[6]);
+  std::vector<Fiber*> theirs(older + 3);
+  std::thread([&] {
+    std::size_t n = 0;
+    while (n < theirs.size()) n += pool.take(theirs.data() + n, theirs.size() - n);
+  }).join();
+  // The other thread got the never-used ones first, then the first batch
+  // freed, in the order it was freed.
+  EXPECT_EQ(theirs[older], f[0]);
+  EXPECT_EQ(theirs[older + 1], f[1]);
+  EXPECT_EQ(theirs[older + 2], f[2]);
+  for (std::size_t i = 0; i < older; ++i)
+    EXPECT_TRUE(std::find(f.begin(), f.end(), theirs[i]) == f.end());
+  pool.give(mine, 2);
+  pool.give(theirs.data(), theirs.size());
+  pool.give(&f[3], 1);
+  pool.give(&f[4], 2);
+  EXPECT_EQ(pool.carved(), FiberPool::kChunkFibers);  // nothing lost, no chunk added
+  std::vector<Fiber*> all(FiberPool::kChunkFibers);
+  got = 0;
+  while (got < all.size()) got += pool.take(all.data() + got, all.size() - got);
+  EXPECT_EQ(std::set<Fiber*>(all.begin(), all.end()).size(), FiberPool::kChunkFibers);
+  EXPECT_EQ(pool.carved(), FiberPool::kChunkFibers);
+  pool.give(all.data(), all.size());
+}
+
 // A new chunk of TCBs is committed whole when it is mapped (one call, not a
 // page fault per 21 TCBs carved): its last page is there before any TCB on
 // it has been carved.
