@@ -75,7 +75,7 @@ class FiberPool {
   std::size_t head_ = 0;
   std::size_t count_ = 0;
   const void* last_giver_ = nullptr;  // the thread of the last give()
-  std::vector<Fiber*> chunks_;  // every chunk, kChunkFibers TCBs each
+  std::vector<Fiber*> chunks_;        // every chunk, kChunkFibers TCBs each
   std::atomic<std::size_t> carved_{0};
 
   void add_chunk();
