@@ -11,8 +11,8 @@
 #include <stdexcept>
 #include <system_error>
 
-#include "reactor/io_wait.hpp"
 #include "fiber/futex.hpp"
+#include "reactor/io_wait.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
 

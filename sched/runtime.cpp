@@ -14,8 +14,8 @@
 #include <typeinfo>
 
 #include "arch/sanitizer.hpp"
-#include "fiber/overflow.hpp"
 #include "fiber/futex.hpp"
+#include "fiber/overflow.hpp"
 #include "sched/monitor.hpp"
 #include "sched/registry.hpp"
 #include "sched/runtime_impl.hpp"
