@@ -11,13 +11,15 @@
 #include <thread>
 #include <vector>
 
+#include "test_util.hpp"
+
 namespace chronos::detail {
 namespace {
 
 TEST(AdaptiveMutex, ContendedIncrementsAreNeitherLostNorDoubled) {
   AdaptiveMutex mu;
   constexpr int kThreads = 4;
-  constexpr long kEach = 200'000;
+  const long kEach = static_cast<long>(test::scaled(200'000));
   long counter = 0;     // plain: only the lock orders the increments
   long in_section = 0;  // more than one holder at once would show here
   long overlaps = 0;

@@ -185,7 +185,8 @@ TEST(Runtime, UncaughtExceptionInADetachedFiberGoesToOnUncaught) {
 // from a fiber (go) and from a plain thread (Runtime::spawn), on two workers,
 // and every TCB is released afterwards.
 TEST(Runtime, FibersSpawnedDetachedRunOnceAndAreReleased) {
-  constexpr int kInFibers = 20000, kOutside = 2000;
+  const int kInFibers = static_cast<int>(chronos::test::scaled(20000));
+  const int kOutside = static_cast<int>(chronos::test::scaled(2000));
   std::vector<std::atomic<int>> runs(kInFibers + kOutside);
   {
     Runtime rt{Config{.workers = 2}};
