@@ -420,9 +420,37 @@ bool wake(Worker* w, Fiber* f) noexcept {
     }
   } else if (local) {
     w->defer_injection(f);  // one batch per poll (Worker::batching_injections)
-  } else {
+  } else if (!WakeBatch::defer(f)) {
     f->rt->inject_batch(&f, 1);  // never waits: this may be a worker thread
   }
+  return true;
+}
+
+namespace {
+thread_local WakeBatch* t_wake_batch = nullptr;  // the innermost scope
+}  // namespace
+
+WakeBatch::WakeBatch() noexcept : prev_(t_wake_batch) {
+  t_wake_batch = this;
+}
+
+WakeBatch::~WakeBatch() {
+  flush();
+  t_wake_batch = prev_;
+}
+
+void WakeBatch::flush() noexcept {
+  if (n_ == 0) return;
+  static_cast<RuntimeImpl*>(rt_)->inject_batch(fibers_, n_);
+  n_ = 0;
+}
+
+bool WakeBatch::defer(Fiber* f) noexcept {
+  WakeBatch* b = t_wake_batch;
+  if (!b) return false;
+  if (b->n_ == kCapacity || (b->n_ != 0 && b->rt_ != f->rt)) b->flush();
+  b->rt_ = f->rt;
+  b->fibers_[b->n_++] = f;
   return true;
 }
 

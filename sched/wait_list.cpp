@@ -114,6 +114,7 @@ void wait_list_wake_all(WaitList& l) noexcept {
     fifo = all;
     all = next;
   }
+  WakeBatch batch;  // from a plain thread: a batch at a time (waiter.hpp)
   while (fifo) {
     WaitNode* next = fifo->next;  // read before the waiter can run
     wait_list_wake(fifo);

@@ -33,6 +33,31 @@ TEST(WaitGroup, TwoOnOneFrameSitOnSeparateCacheLines) {
   EXPECT_NE(pa / 64, pb / 64);
 }
 
+// The last done() from a plain thread wakes the waiters of two runtimes,
+// interleaved, more of each than one hand-over batch holds
+// (detail::WakeBatch): every one of them wakes, once.
+TEST(WaitGroup, APlainThreadWakesTheWaitersOfTwoRuntimesInBatches) {
+  constexpr int kEach = 100;
+  WaitGroup gate(1), waiting(2 * kEach);
+  std::atomic<int> woke{0};
+  {
+    Runtime a{Config{.workers = 2}}, b{Config{.workers = 1}};
+    std::vector<JoinHandle<void>> hs;
+    for (int i = 0; i < kEach; ++i)
+      for (Runtime* rt : {&a, &b})
+        hs.push_back(rt->spawn([&] {
+          waiting.done();
+          gate.wait();
+          woke.fetch_add(1);
+        }));
+    waiting.wait();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let the last ones park
+    gate.done();
+    for (auto& h : hs) h.join();
+  }
+  EXPECT_EQ(woke.load(), 2 * kEach);
+}
+
 TEST(WaitGroup, WaitReturnsAfterEveryDone) {
   Runtime rt{Config{.workers = 2}};
   std::atomic<int> finished{0};

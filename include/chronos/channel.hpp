@@ -132,6 +132,7 @@ class Channel : private detail::ChannelCore {
       }
     }
     unlock();
+    detail::WakeBatch batch;  // from a plain thread: a batch at a time
     while (woken) {
       detail::ChanOp* next = woken->next;  // read before its owner can run
       resume(woken);

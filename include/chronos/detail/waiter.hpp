@@ -27,6 +27,7 @@
 #include <chronos/export.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace chronos::detail {
@@ -102,6 +103,33 @@ struct Waiter {
     // winner handed over (a value, a lock) before it woke us.
     return WakeReason(word.load(std::memory_order_acquire) & kReasonMask);
   }
+};
+
+// A scope in which the fibers this thread readies for a runtime it is not a
+// worker of (a plain thread closing a channel that many fibers wait on, say)
+// are handed over in batches: one critical section on the injection queue
+// and one wake-up call per batch, instead of one per fiber, which let the
+// workers drain the queue, sleep and be woken again for nearly every fiber
+// while the waker was slowed down (a loaded machine). Flushed when full, when
+// a fiber of another runtime comes, and when the scope ends. Nests. Fibers a
+// worker readies for its own runtime are queued as usual.
+class CHRONOS_API WakeBatch {
+ public:
+  WakeBatch() noexcept;
+  ~WakeBatch();
+  WakeBatch(const WakeBatch&) = delete;
+  WakeBatch& operator=(const WakeBatch&) = delete;
+
+  // Takes f into the innermost scope of this thread; false if there is none.
+  static bool defer(Fiber* f) noexcept;
+
+ private:
+  void flush() noexcept;
+  static constexpr std::size_t kCapacity = 32;  // 256 bytes: fits a small stack
+  WakeBatch* prev_;
+  void* rt_ = nullptr;  // the runtime of the fibers held
+  std::size_t n_ = 0;
+  Fiber* fibers_[kCapacity];
 };
 
 // Parks the calling fiber, or plain thread, on `w`, which the caller has just
