@@ -59,13 +59,12 @@ class AdaptiveMutex {
       futex_wake(&word_, 1);
   }
 
+ private:
   // Spin rounds before sleeping. A round is one look at the word and a
   // pause (about 40-140 cycles on the x86-64 cores we run on), so this is a
   // few microseconds: longer than any critical section of a running holder,
   // far shorter than a futex round trip.
   static constexpr int kSpinRounds = 128;
-
- private:
   static constexpr std::uint32_t kFree = 0, kHeld = 1, kContended = 2;
 
   [[gnu::noinline]] void lock_slow() noexcept {
