@@ -75,9 +75,11 @@
 // Whoever sets the second of DONE and DETACHED frees the fiber.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <stop_token>
 
@@ -86,6 +88,10 @@
 #include "chronos/config.hpp"
 #include "chronos/detail/spawn.hpp"
 #include "fiber/stack_pool.hpp"
+
+#if CHRONOS_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace chronos::detail {
 
@@ -313,11 +319,11 @@ inline bool binds_at_spawn(const SpawnOptions& opts, const PayloadOps* ops) noex
 // now, with the payload on it; null to bind lazily, with the payload in the
 // TCB (binds_at_spawn must be false). The fiber starts Ready, with `queue`
 // as its state word's pointer (the worker whose queue it goes to, or null).
-void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src, FiberId id,
-                Stack* eager, arch::EntryFn entry, const void* queue = nullptr);
+inline void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src,
+                       FiberId id, Stack* eager, arch::EntryFn entry, const void* queue = nullptr);
 
 // Binds stack s to f, which has none, and makes f's first context on it.
-void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept;
+inline void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept;
 
 // The end of the usable part of f's bound stack s: right below the payload
 // of an eager fiber, below the stack's header otherwise. Usable bytes run
@@ -330,15 +336,94 @@ inline char* stack_top(const Fiber* f, Stack* s) noexcept {
 
 // Unbinds f's stack and returns it; f's context on it is dead (f finished,
 // or, for an eager fiber, was released).
-Stack* unbind_stack(Fiber* f) noexcept;
+inline Stack* unbind_stack(Fiber* f) noexcept {
+  Stack* s = f->stack;
+  f->stack = nullptr;
+#if CHRONOS_ASAN
+  // Frames that never returned (the entry's) leave poisoned redzones behind;
+  // the next fiber on this stack must not trip over them.
+  ASAN_UNPOISON_MEMORY_REGION(s->lo, s->size());
+#endif
+  return s;
+}
 
 // Destroys whatever the payload still holds (the result, or the callable if
 // the fiber never ran). Safe on the fiber itself, as it finishes.
-void destroy_payload(Fiber* f) noexcept;
+inline void destroy_payload(Fiber* f) noexcept {
+  if (f->ops) {
+    if (f->ops->destroy) f->ops->destroy(f->payload);  // null: nothing to destroy
+    f->ops = nullptr;
+  }
+  if (f->error) f->error = nullptr;  // read, not written, on the common path (warm line)
+}
 
 // destroy_payload, and forgets the fiber's sanitizer state. From any context
 // but the fiber's own: done when the TCB goes back to the pool. Returns the
 // stack of an eager fiber, unbound, for the caller to pool (null otherwise).
-Stack* retire_fiber(Fiber* f) noexcept;
+inline Stack* retire_fiber(Fiber* f) noexcept {
+  destroy_payload(f);
+  arch::sanitizer_destroy_fiber(f->san);
+  if (f->cold & Fiber::kColdStop) {
+    f->stop = {};
+    f->cold &= ~Fiber::kColdStop;
+  }
+  return f->eager && f->stack ? unbind_stack(f) : nullptr;
+}
+
+// Inline: the spawn path is its only user, and out of line it cost a call
+// with eight arguments and the saves and restores around it.
+inline void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src,
+                       FiberId id, Stack* eager, arch::EntryFn entry, const void* queue) {
+  // Eager: the payload goes right below the stack's header, the stack below
+  // the payload. Lazy: the payload goes in the TCB.
+  void* payload = f->inline_payload;
+  if (eager) {
+    auto top = reinterpret_cast<std::uintptr_t>(eager->top());
+    payload = reinterpret_cast<void*>((top - ops->size) & ~(std::uintptr_t{ops->align} - 1));
+  }
+  ops->construct(payload, src);  // may throw: nothing changed yet
+
+  f->ops = ops;
+  f->payload = payload;
+  f->id = id;
+  // (Published with the fiber: nobody can see it before it is queued.)
+  f->join.store(opts.detached ? join_word::kDetached : 0, std::memory_order_relaxed);
+  f->wait_kind = WaitKind::kNone;
+  f->unwinding = false;
+  f->eager = eager != nullptr;
+  f->next = nullptr;
+  f->ctx = nullptr;
+  // The name: copied only when there is one, cleared only when a previous
+  // fiber left one, so that an unnamed spawn does not touch the cold line.
+  if (std::size_t n = std::min(opts.name.size(), kNameCapacity - 1);
+      n || (f->cold & Fiber::kColdName)) {
+    if (n) std::memcpy(f->name, opts.name.data(), n);  // data() may be null when empty
+    f->name[n] = '\0';
+    f->cold =
+        static_cast<std::uint8_t>(n ? f->cold | Fiber::kColdName : f->cold & ~Fiber::kColdName);
+  }
+  f->state.store(state_word::pack(FiberState::kReady, queue, opts.priority, opts.small_stack,
+                                  opts.preserve_fp_env),
+                 std::memory_order_relaxed);
+  if (opts.stop_token.stop_possible()) {
+    f->stop = opts.stop_token;  // (retire_fiber empties it)
+    f->cold |= Fiber::kColdStop;
+  }
+  if (opts.preserve_fp_env) {
+    f->fp_mxcsr = 0x1F80;  // a fresh fiber starts from the psABI defaults
+    f->fp_x87_cw = 0x037F;
+  }
+  arch::sanitizer_init_fiber(f->san);
+  if (eager) bind_stack(f, eager, entry);
+}
+
+inline void bind_stack(Fiber* f, Stack* s, arch::EntryFn entry) noexcept {
+  char* top = stack_top(f, s);
+  const auto size = static_cast<std::size_t>(top - s->lo);
+  f->stack = s;
+  f->stack_lo = s->lo;
+  f->ctx = arch::make(top, size, entry);
+  arch::sanitizer_set_stack(f->san, s->lo, size);
+}
 
 }  // namespace chronos::detail

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <bit>
 #include <cstdio>
 
 #include "fiber/overflow.hpp"
@@ -220,8 +221,8 @@ Fiber* Worker::pop_runnable() noexcept {
     }
   }
   runnext_streak_ = 0;
-  for (unsigned c = 0; maybe_queued_ >> c; ++c) {
-    if (!(maybe_queued_ & (1u << c))) continue;
+  while (maybe_queued_) {
+    const unsigned c = static_cast<unsigned>(std::countr_zero(maybe_queued_));  // high first
     if (Fiber* f = deques_[c].pop()) {
       prefetch_tcb(deques_[c].peek());
       return f;

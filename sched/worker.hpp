@@ -79,7 +79,8 @@ struct Stash {
   static constexpr std::size_t kBatch = 64;
   template <class Pool>
   T* take(Pool& pool) {
-    if (n == 0) n = pool.take(items, kBatch);
+    if (n == 0) [[unlikely]]
+      return refill_and_take(pool);
     return items[--n];
   }
   // The item the k-th next take() returns (0: the next), if the stash holds
@@ -87,10 +88,8 @@ struct Stash {
   T* peek(std::size_t k = 0) const noexcept { return n > k ? items[n - 1 - k] : nullptr; }
   template <class Pool>
   void give(Pool& pool, T* x) noexcept {
-    if (n == kCapacity) {
-      pool.give(items + (n - kBatch), kBatch);
-      n -= kBatch;
-    }
+    if (n == kCapacity) [[unlikely]]
+      return spill_and_give(pool, x);
     items[n++] = x;
   }
   template <class Pool>
@@ -100,6 +99,22 @@ struct Stash {
   }
   T* items[kCapacity];
   std::size_t n = 0;
+
+ private:
+  // The pool's side, out of line and in tail position: inlined, its call
+  // made every take and give save and restore the registers that only the
+  // call, once per batch, needs.
+  template <class Pool>
+  [[gnu::noinline]] T* refill_and_take(Pool& pool) {
+    n = pool.take(items, kBatch);
+    return items[--n];
+  }
+  template <class Pool>
+  [[gnu::noinline]] void spill_and_give(Pool& pool, T* x) noexcept {
+    pool.give(items + (n - kBatch), kBatch);
+    n -= kBatch;
+    items[n++] = x;
+  }
 };
 
 // Priority classes. The TCB's priority 0-15 maps: 12-15 high, 4-11 normal

@@ -31,7 +31,7 @@ inline constexpr std::size_t kMaxInlinePayload = 1024;
 struct PayloadOps {
   void (*construct)(void* dst, void* src);  // move/copy the callable in; may throw
   void (*run)(void* payload);               // call it, store the result; may throw
-  void (*destroy)(void* payload);           // destroy what is left (callable and/or result)
+  void (*destroy)(void* payload);           // destroy what is left; null if trivial
   std::size_t size;
   std::size_t align;
 };
@@ -49,6 +49,9 @@ struct Payload {
     R value;
   };
   State state = kFnAlive;
+  // Whether ~Payload does nothing, whatever the state.
+  static constexpr bool kTrivial =
+      std::is_trivially_destructible_v<F> && std::is_trivially_destructible_v<R>;
 
   explicit Payload(F&& f) : fn(std::move(f)) {}
   explicit Payload(const F& f) : fn(f) {}
@@ -81,6 +84,7 @@ struct Payload<F, void> {
     F fn;
   };
   State state = kFnAlive;
+  static constexpr bool kTrivial = std::is_trivially_destructible_v<F>;
 
   explicit Payload(F&& f) : fn(std::move(f)) {}
   explicit Payload(const F& f) : fn(f) {}
@@ -104,6 +108,7 @@ struct Payload<F, void> {
 // A payload too large to place on the stack: one heap allocation.
 template <class P>
 struct Boxed {
+  static constexpr bool kTrivial = false;
   std::unique_ptr<P> p;
   template <class Src>
   explicit Boxed(Src&& src) : p(std::make_unique<P>(std::forward<Src>(src))) {}
@@ -133,7 +138,10 @@ struct OpsFor {
   }
   static void run(void* p) { static_cast<P*>(p)->run(); }
   static void destroy(void* p) { static_cast<P*>(p)->~P(); }
-  static constexpr PayloadOps ops{&construct, &run, &destroy, sizeof(P), alignof(P)};
+  // destroy is null when there is nothing to destroy: the exit path then
+  // skips an indirect call.
+  static constexpr PayloadOps ops{&construct, &run, P::kTrivial ? nullptr : &destroy, sizeof(P),
+                                  alignof(P)};
 };
 
 // Spawns from inside a fiber, onto the current worker. Throws std::logic_error
