@@ -92,13 +92,8 @@ void Worker::run() {
   set_current_worker(nullptr);
 }
 
-void Worker::push(Fiber* f) noexcept {
-  PriorityClass c = class_of(f);
-  if (!deques_[c].push(f)) [[unlikely]]
-    push_overflowing(f, c);
-  maybe_queued_ |= 1u << c;
-  if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
-    if (!polling_idle) rt->notify_work();
+[[gnu::noinline]] void Worker::wake_a_sleeper() noexcept {
+  if (!polling_idle) rt->notify_work();
 }
 
 // The deque was full: make room (overflow) until the push succeeds. Kept out
@@ -301,13 +296,10 @@ void Worker::trace_timers(std::size_t n) noexcept {
   trace->record(TraceKind::kTimerFire, 0, n);
 }
 
-FiberId Worker::next_id() noexcept {
-  if (id_next_ == id_end_) {
-    constexpr FiberId kBlock = 1024;  // one shared RMW per 1024 spawns
-    id_next_ = rt->take_id_block(kBlock);
-    id_end_ = id_next_ + kBlock;
-  }
-  return id_next_++;
+[[gnu::noinline]] void Worker::take_ids() noexcept {
+  constexpr FiberId kBlock = 1024;  // one shared RMW per 1024 spawns
+  id_next_ = rt->take_id_block(kBlock);
+  id_end_ = id_next_ + kBlock;
 }
 
 }  // namespace chronos::detail

@@ -141,7 +141,15 @@ class alignas(64) Worker {
 
   // ---- owner only ----
   // A new or readied fiber onto its class's deque (go(), overflow handling).
-  void push(Fiber* f) noexcept;
+  // Inline: it is on every spawn.
+  void push(Fiber* f) noexcept {
+    const PriorityClass c = class_of(f);
+    if (!deques_[c].push(f)) [[unlikely]]
+      push_overflowing(f, c);
+    maybe_queued_ |= 1u << c;
+    if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
+      wake_a_sleeper();
+  }
   // A fiber this worker has just woken: it runs next.
   void push_next(Fiber* f) noexcept;
   // A fiber that yielded: behind everything runnable here, or, while some
@@ -184,7 +192,11 @@ class alignas(64) Worker {
     Stash<Stack>& c = stacks_[small];
     return c.n ? c.items[--c.n] : nullptr;
   }
-  FiberId next_id() noexcept;
+  FiberId next_id() noexcept {
+    if (id_next_ == id_end_) [[unlikely]]
+      take_ids();
+    return id_next_++;
+  }
 
   // ---- any thread ----
   // Takes up to half of one of this worker's deques (high class first) into
@@ -277,6 +289,8 @@ class alignas(64) Worker {
   Fiber* steal_other() noexcept;
   void overflow(PriorityClass c) noexcept;
   void push_overflowing(Fiber* f, PriorityClass c) noexcept;
+  void wake_a_sleeper() noexcept;    // push's slow path: some worker sleeps
+  void take_ids() noexcept;          // next_id's slow path: a new block of ids
   std::uint64_t random() noexcept {  // xorshift64*, for victim order
     rng_ ^= rng_ >> 12;
     rng_ ^= rng_ << 25;
