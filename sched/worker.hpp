@@ -64,7 +64,7 @@ struct WatchdogProbe {
 // A single-writer counter that other threads may read.
 struct Counter {
   std::atomic<std::uint64_t> v{0};
-  void bump(std::uint64_t n = 1) noexcept {
+  [[gnu::always_inline]] void bump(std::uint64_t n = 1) noexcept {
     v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
