@@ -370,8 +370,8 @@ inline Stack* retire_fiber(Fiber* f) noexcept {
   return f->eager && f->stack ? unbind_stack(f) : nullptr;
 }
 
-// Inline: the spawn path is its only user, and out of line it cost a call
-// with eight arguments and the saves and restores around it.
+// Inline: only the two spawn paths call it, and out of line it cost a call
+// with eight arguments and the register saves and restores around it.
 inline void init_fiber(Fiber* f, const SpawnOptions& opts, const PayloadOps* ops, void* src,
                        FiberId id, Stack* eager, arch::EntryFn entry, const void* queue) {
   // Eager: the payload goes right below the stack's header, the stack below

@@ -479,15 +479,14 @@ void RuntimeImpl::report_uncaught(Fiber* f) noexcept {
 }
 
 void RuntimeImpl::release(Fiber* f) noexcept {
-  Stack* s = retire_fiber(f);  // an eager fiber's stack, which held its result
   Worker* w = current_worker();
   if (w && w->rt == this) {
-    if (s) w->release_stack(s);
-    w->release_fiber(f);
-  } else {
-    if (s) s->pool->give(&s, 1);
-    fibers_.give(&f, 1);
+    w->release_retired(f);
+    return;
   }
+  Stack* s = retire_fiber(f);  // an eager fiber's stack, which held its result
+  if (s) s->pool->give(&s, 1);
+  fibers_.give(&f, 1);
 }
 
 std::size_t RuntimeImpl::unreleased_fibers() {

@@ -243,13 +243,6 @@ void finish_exit(Worker* w, Fiber* f);
   return finish_switch(arch::jump(to->ctx, &rec));
 }
 
-// Frees f, which finished on w, a worker of its runtime: what
-// RuntimeImpl::release does, without looking up the calling thread's worker.
-inline void release_on(Worker* w, Fiber* f) noexcept {
-  if (Stack* s = retire_fiber(f)) w->release_stack(s);
-  w->release_fiber(f);
-}
-
 // Publishes a finished fiber: DONE, then the joiner's wake-up or the free.
 void finish_exit(Worker* w, Fiber* f) {
   w->exited.bump();
@@ -264,7 +257,7 @@ void finish_exit(Worker* w, Fiber* f) {
     j = f->join.fetch_or(join_word::kDone, std::memory_order_acq_rel);
   if (j & join_word::kDetached) {
     if (f->error && !f->unwinding) w->rt->report_uncaught(f);
-    release_on(w, f);
+    w->release_retired(f);  // RuntimeImpl::release, without asking which worker we are
     return;
   }
   void* joiner = reinterpret_cast<void*>(j & join_word::kPtrMask);

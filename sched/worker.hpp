@@ -182,6 +182,12 @@ class alignas(64) Worker {
   }
   // A finished, released fiber back to the cache.
   void release_fiber(Fiber* f) noexcept { fibers_.give(*fiber_pool_, f); }
+  // Retires f, a fiber of this worker's runtime that nobody holds any more,
+  // and gives its TCB (and an eager fiber's stack) to the caches.
+  void release_retired(Fiber* f) noexcept {
+    if (Stack* s = retire_fiber(f)) release_stack(s);
+    release_fiber(f);
+  }
   // A free stack; may throw (mapping failed).
   Stack* acquire_stack(bool small) { return stacks_[small].take(*stack_pools_[small]); }
   // A stack nobody runs on back to the cache.
