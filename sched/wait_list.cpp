@@ -28,12 +28,19 @@ void prepend(WaitList& l, WaitNode* n) noexcept {
   n->queued = true;
 }
 
-void unlink(WaitList& l, WaitNode* n) noexcept {
-  if (!n->queued) return;  // a waker took it already
+// False if the node was no longer queued.
+bool unlink(WaitList& l, WaitNode* n) noexcept {
+  if (!n->queued) return false;  // a waker took it already
   (n->prev ? n->prev->next : l.head) = n->next;
   (n->next ? n->next->prev : l.tail) = n->prev;
   n->next = n->prev = nullptr;
   n->queued = false;
+  return true;
+}
+
+// The waiter takes its own node off the list (lock held by the caller).
+void unqueue_self(WaitList& l, WaitNode* n, Unqueued hook) noexcept {
+  if (unlink(l, n) && hook.fn) hook.fn(hook.arg);
 }
 
 void release_list(void* list) {
@@ -54,7 +61,8 @@ void wait_list_unlock(WaitList& l) noexcept {
   l.locked.store(0, std::memory_order_release);  // release: publishes the critical section
 }
 
-WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bool front) {
+WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bool front,
+                          Unqueued on_unqueue) {
   if (front) {
     prepend(l, &node);
   } else {
@@ -67,7 +75,7 @@ WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bo
     // Runtime shutdown unwinds us: unqueue, so that no waker ever touches
     // this dead stack frame.
     wait_list_lock(l);
-    unlink(l, &node);
+    unqueue_self(l, &node, on_unqueue);
     wait_list_unlock(l);
     throw;
   }
@@ -75,7 +83,7 @@ WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bo
     // Our deadline or a stop won. Taking the lock also waits out a waker
     // that popped us and lost the race, so it is done with the node.
     wait_list_lock(l);
-    unlink(l, &node);
+    unqueue_self(l, &node, on_unqueue);
     wait_list_unlock(l);
   }
   return why;
@@ -98,28 +106,43 @@ bool wait_list_wake(WaitNode* node) noexcept {
   return Waiter::resume(node->waiter.fiber, node->waiter.thread, node->claimed);
 }
 
-void wait_list_wake_all(WaitList& l) noexcept {
-  wait_list_lock(l);
-  WaitNode* all = nullptr;  // the claimed ones, linked through next, oldest last
-  while (WaitNode* n = wait_list_take(l)) {
-    n->next = all;
-    all = n;
+WaitNode* wait_list_take_all(WaitList& l, std::uint64_t* unqueued) noexcept {
+  WaitNode* all = nullptr;  // the claimed ones, linked through next, newest first
+  std::uint64_t n = 0;
+  while (WaitNode* node = l.head) {
+    unlink(l, node);
+    ++n;
+    node->claimed = node->waiter.claim(WakeReason::kNotified);
+    if (node->claimed == Waiter::kLost) continue;  // its wait ended; it unqueues itself
+    node->next = all;
+    all = node;
   }
-  wait_list_unlock(l);
-  // Reverse, so the oldest waiter is woken first.
-  WaitNode* fifo = nullptr;
+  *unqueued = n;
+  WaitNode* fifo = nullptr;  // reversed: the oldest waiter is woken first
   while (all) {
     WaitNode* next = all->next;
     all->next = fifo;
     fifo = all;
     all = next;
   }
+  return fifo;
+}
+
+void wait_list_wake_chain(WaitNode* chain) noexcept {
   WakeBatch batch;  // from a plain thread: a batch at a time (waiter.hpp)
-  while (fifo) {
-    WaitNode* next = fifo->next;  // read before the waiter can run
-    wait_list_wake(fifo);
-    fifo = next;
+  while (chain) {
+    WaitNode* next = chain->next;  // read before the waiter can run
+    wait_list_wake(chain);
+    chain = next;
   }
+}
+
+void wait_list_wake_all(WaitList& l) noexcept {
+  std::uint64_t unqueued;
+  wait_list_lock(l);
+  WaitNode* chain = wait_list_take_all(l, &unqueued);
+  wait_list_unlock(l);
+  wait_list_wake_chain(chain);
 }
 
 }  // namespace chronos::detail

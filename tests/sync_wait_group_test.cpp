@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <stdexcept>
 #include <thread>
@@ -19,6 +20,7 @@ using chronos::Config;
 using chronos::JoinHandle;
 using chronos::Runtime;
 using chronos::WaitGroup;
+using namespace std::chrono_literals;
 
 // A wait group fills a cache line of its own, so that the done() calls of
 // other workers do not fight over the line with the waiter's frame.
@@ -160,6 +162,54 @@ TEST(WaitGroup, AParkedWaiterIsUnwoundAtShutdownAndLeavesTheListClean) {
   EXPECT_EQ(destructors.load(), 3);
   never.done();  // would touch the unwound fibers' nodes if they were still queued
   EXPECT_EQ(never.count(), 0);
+  // The unwound waiters counted themselves out: a wait now sees a drained
+  // word and returns (it would back off forever on a stale waiter count).
+  std::atomic<bool> returned{false};
+  std::thread([&] {
+    never.wait();
+    returned = true;
+  }).detach();
+  for (int i = 0; i < 10'000 && !returned; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(returned.load());
+}
+
+// The usual shape: the waiter destroys the wait group as soon as wait()
+// returns, while the done() that zeroed it may still be returning on another
+// thread. Every round frees it on the heap, so that ASan and TSan (CI) see
+// any touch after the free; the waiter spins on count() first, to meet the
+// done() as close to its zeroing add as it can.
+TEST(WaitGroup, TheWaiterMayDestroyItTheMomentWaitReturns) {
+  constexpr int kRounds = 20'000;
+  std::atomic<WaitGroup*> handoff{nullptr};
+  std::thread helper([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      WaitGroup* wg;
+      while (!(wg = handoff.exchange(nullptr, std::memory_order_acquire)))
+        std::this_thread::yield();
+      wg->done();
+    }
+  });
+  for (int i = 0; i < kRounds; ++i) {
+    auto* wg = new WaitGroup(1);
+    handoff.store(wg, std::memory_order_release);
+    while (wg->count() != 0) {
+    }
+    wg->wait();
+    delete wg;
+  }
+  helper.join();
+}
+
+TEST(WaitGroup, TheCounterStaysWithinThirtyOneBits) {
+  EXPECT_THROW(WaitGroup(-1), std::logic_error);
+  EXPECT_THROW(WaitGroup(std::int64_t{1} << 31), std::logic_error);
+  WaitGroup wg(INT32_MAX);
+  EXPECT_THROW(wg.add(1), std::logic_error);
+  EXPECT_THROW(wg.add(std::int64_t{1} << 40), std::logic_error);
+  EXPECT_EQ(wg.count(), INT32_MAX);
+  wg.add(-INT32_MAX);
+  EXPECT_EQ(wg.count(), 0);
+  EXPECT_TRUE(wg.wait_for(0ms));
 }
 
 }  // namespace

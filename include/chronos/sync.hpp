@@ -33,7 +33,13 @@ namespace chronos {
 // Waits for a collection of fibers (or threads) to finish, as Go's
 // sync.WaitGroup. Any number of fibers and threads may wait at once; done()
 // from any thread. add() with a negative delta that takes the counter below
-// zero throws std::logic_error. Not copyable or movable: waiters point into it.
+// zero, or above 2^31 - 1, throws std::logic_error. Not copyable or movable:
+// waiters point into it.
+//
+// Once wait() has returned, no add() or done() touches the wait group again,
+// so the waiter may destroy it at once: the usual shape, a wait group on the
+// waiting fiber's stack, is safe even when the last done() is still returning
+// on another worker.
 //
 // It fills a cache line of its own (alignas(64), 64 bytes): a wait group
 // usually lives in the waiting fiber's frame while every worker's done()
@@ -42,7 +48,7 @@ namespace chronos {
 class CHRONOS_API WaitGroup {
  public:
   WaitGroup() = default;
-  explicit WaitGroup(std::int64_t count) : count_(count) {}
+  explicit WaitGroup(std::int64_t count) : state_(init(count)) {}
   WaitGroup(const WaitGroup&) = delete;
   WaitGroup& operator=(const WaitGroup&) = delete;
 
@@ -57,11 +63,21 @@ class CHRONOS_API WaitGroup {
   bool wait_for(std::chrono::duration<Rep, Period> d) {
     return wait_until_ns(detail::after_ns(d));
   }
-  std::int64_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+  std::int64_t count() const noexcept { return counter(state_.load(std::memory_order_acquire)); }
 
  private:
   bool wait_until_ns(std::int64_t deadline);
-  alignas(64) std::atomic<std::int64_t> count_{0};  // the line of its own (above)
+  void wake() noexcept;
+  static void unqueued(void* self) noexcept;
+  static std::int64_t counter(std::uint64_t state) noexcept {
+    return static_cast<std::int32_t>(state >> 32);
+  }
+  static std::uint64_t init(std::int64_t count);
+  // The counter (signed, high 32 bits) and the number of waiters queued on
+  // waiters_ (low 32 bits), in one word: the done() that zeroes the counter
+  // learns from its own atomic add whether anyone must be woken, and touches
+  // nothing else when nobody is (sched/wait_group.cpp).
+  alignas(64) std::atomic<std::uint64_t> state_{0};  // the line of its own (above)
   detail::WaitList waiters_;
 };
 

@@ -57,8 +57,16 @@ CHRONOS_API void wait_list_unlock(WaitList& l) noexcept;
 // triggered; the node is no longer queued. Throws FiberUnwind (unqueued) at
 // runtime shutdown. front: queue at the head instead of the tail (a waiter
 // that was woken once and lost the race goes back first).
+//
+// on_unqueue, if given, runs with the lock held whenever the waiter takes its
+// own node off the list (deadline, stop, unwinding), for a primitive that
+// keeps count of its queued waiters (WaitGroup).
+struct Unqueued {
+  void (*fn)(void* arg) noexcept = nullptr;
+  void* arg = nullptr;
+};
 CHRONOS_API WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline = kForever,
-                                      bool front = false);
+                                      bool front = false, Unqueued on_unqueue = {});
 // With the lock held: the oldest waiter whose wait has not ended, unqueued
 // and claimed (kNotified), or null.
 CHRONOS_API WaitNode* wait_list_take(WaitList& l) noexcept;
@@ -69,5 +77,12 @@ CHRONOS_API WaitNode* wait_list_take(WaitList& l) noexcept;
 CHRONOS_API bool wait_list_wake(WaitNode* node) noexcept;
 // Takes the lock, takes every waiter, releases the lock, wakes them all.
 CHRONOS_API void wait_list_wake_all(WaitList& l) noexcept;
+// wake_all in two halves, for a primitive that must do something between
+// releasing the lock and waking. With the lock held: unqueues every node,
+// counting them all in *unqueued, and returns the claimed ones, oldest first,
+// linked through next. Without the lock: wakes such a chain (its nodes live on
+// their waiters' stacks, not in the list's owner, which may be gone by then).
+CHRONOS_API WaitNode* wait_list_take_all(WaitList& l, std::uint64_t* unqueued) noexcept;
+CHRONOS_API void wait_list_wake_chain(WaitNode* chain) noexcept;
 
 }  // namespace chronos::detail
