@@ -100,17 +100,29 @@ void Mutex::unlock_slow() {
     const std::uint32_t empty = waiters_.head ? 0 : (kWaiters | kStarving);
     std::uint32_t n;
     if (!next) {
-      n = s & ~(kLocked | kWaiters | kStarving);
-    } else if (s & kStarving) {
+      // Every waiter left (deadlines): release with the stale bits cleared.
+      // The list lock goes first: once the mutex is free, its next owner may
+      // unlock and destroy it at once, so the release must be our last touch.
+      // A waiter that queued since changed the word, and the CAS sends us
+      // round again to wake it. release: the critical section.
+      detail::wait_list_unlock(waiters_);
+      if (state_.compare_exchange_strong(s, s & ~(kLocked | kWaiters | kStarving),
+                                         std::memory_order_release, std::memory_order_relaxed))
+        return;
+      continue;
+    }
+    if (s & kStarving) {
       next->token = kHandedOff;  // it stays locked, and is next's now
       n = s & ~empty;
     } else {
       next->token = 0;  // released: next competes for it
       n = ((s & ~kLocked) | kWoken) & ~(empty & kWaiters);
     }
-    state_.store(n, std::memory_order_release);  // release: the critical section
+    // release: the critical section. (Touching the list after this is safe:
+    // `next` still waits in lock(), so the mutex may not be destroyed yet.)
+    state_.store(n, std::memory_order_release);
     detail::wait_list_unlock(waiters_);
-    if (!next || detail::wait_list_wake(next)) return;
+    if (detail::wait_list_wake(next)) return;
     // `next` is being unwound at shutdown and will not come back.
     if (!(s & kStarving)) {
       state_.fetch_and(~kWoken, std::memory_order_relaxed);
