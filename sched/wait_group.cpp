@@ -49,26 +49,42 @@ std::uint64_t WaitGroup::init(std::int64_t count) {
   return static_cast<std::uint64_t>(count) << 32;
 }
 
+// The fast path is a leaf: its rare ends are calls in tail position.
 void WaitGroup::add(std::int64_t delta) {
-  if (delta == 0) return;
-  if (delta < -std::int64_t{INT32_MAX} || delta > INT32_MAX)
-    throw std::logic_error("chronos: WaitGroup::add delta out of range (|delta| < 2^31)");
+  // |delta| < 2^31, in one compare.
+  if (static_cast<std::uint64_t>(delta + INT32_MAX) > 2 * std::uint64_t{INT32_MAX}) [[unlikely]]
+    return out_of_range(0, 0);
   const std::uint64_t step = static_cast<std::uint64_t>(delta) << 32;  // leaves the low half
   // acq_rel: a done() releases the work it finished; the one that zeroes the
   // counter acquires every other's (they are all RMWs on this word), and its
   // wake passes all of it on to the waiters.
   const std::uint64_t old = state_.fetch_add(step, std::memory_order_acq_rel);
   const std::int64_t now = counter(old) + delta;
-  if (now < 0 || now > INT32_MAX) {
-    // Undo. A waiter may have queued on the passing non-zero value: if the
-    // counter is back at zero, it must be woken.
-    const std::uint64_t back = state_.fetch_sub(step, std::memory_order_acq_rel) - step;
-    if (counter(back) == 0 && waiters(back) != 0) wake();
-    throw std::logic_error(now < 0 ? "chronos: WaitGroup counter would go negative"
-                                   : "chronos: WaitGroup counter would exceed 2^31 - 1");
-  }
+  if (static_cast<std::uint64_t>(now) > INT32_MAX) [[unlikely]]
+    return out_of_range(step, now);  // below zero or past 2^31 - 1
   if (now == 0 && waiters(old) != 0) wake();
   // Nobody queued: not one more touch of *this.
+}
+
+// add(-1), with no delta to check (the spawn benchmarks call it per fiber).
+void WaitGroup::done() {
+  constexpr std::uint64_t step = ~std::uint64_t{0} << 32;  // -1 in the high half
+  const std::uint64_t old = state_.fetch_add(step, std::memory_order_acq_rel);  // as add()
+  const std::int64_t now = counter(old) - 1;
+  if (now < 0) [[unlikely]]
+    return out_of_range(step, now);
+  if (now == 0 && waiters(old) != 0) wake();
+}
+
+void WaitGroup::out_of_range(std::uint64_t step, std::int64_t now) {
+  if (step == 0)
+    throw std::logic_error("chronos: WaitGroup::add delta out of range (|delta| < 2^31)");
+  // Undo. A waiter may have queued on the passing non-zero value: if the
+  // counter is back at zero, it must be woken.
+  const std::uint64_t back = state_.fetch_sub(step, std::memory_order_acq_rel) - step;
+  if (counter(back) == 0 && waiters(back) != 0) wake();
+  throw std::logic_error(now < 0 ? "chronos: WaitGroup counter would go negative"
+                                 : "chronos: WaitGroup counter would exceed 2^31 - 1");
 }
 
 void WaitGroup::wake() noexcept {

@@ -53,7 +53,7 @@ class CHRONOS_API WaitGroup {
   WaitGroup& operator=(const WaitGroup&) = delete;
 
   void add(std::int64_t delta = 1);
-  void done() { add(-1); }
+  void done();  // add(-1)
   // Returns once the counter is zero: at once if it is. Parks a fiber, blocks
   // a plain thread.
   void wait() { wait_until_ns(detail::kForever); }
@@ -68,6 +68,7 @@ class CHRONOS_API WaitGroup {
  private:
   bool wait_until_ns(std::int64_t deadline);
   void wake() noexcept;
+  [[noreturn, gnu::noinline, gnu::cold]] void out_of_range(std::uint64_t step, std::int64_t now);
   static void unqueued(void* self) noexcept;
   static std::int64_t counter(std::uint64_t state) noexcept {
     return static_cast<std::int32_t>(state >> 32);
