@@ -51,8 +51,8 @@ std::uint64_t WaitGroup::init(std::int64_t count) {
 
 // The fast path is a leaf: its rare ends are calls in tail position.
 void WaitGroup::add(std::int64_t delta) {
-  // |delta| < 2^31, in one compare.
-  if (static_cast<std::uint64_t>(delta + INT32_MAX) > 2 * std::uint64_t{INT32_MAX}) [[unlikely]]
+  // |delta| < 2^31, in one compare (unsigned: no overflow for any delta).
+  if (static_cast<std::uint64_t>(delta) + INT32_MAX > 2 * std::uint64_t{INT32_MAX}) [[unlikely]]
     return out_of_range(0, 0);
   const std::uint64_t step = static_cast<std::uint64_t>(delta) << 32;  // leaves the low half
   // acq_rel: a done() releases the work it finished; the one that zeroes the

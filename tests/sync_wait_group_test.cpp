@@ -206,6 +206,9 @@ TEST(WaitGroup, TheCounterStaysWithinThirtyOneBits) {
   WaitGroup wg(INT32_MAX);
   EXPECT_THROW(wg.add(1), std::logic_error);
   EXPECT_THROW(wg.add(std::int64_t{1} << 40), std::logic_error);
+  EXPECT_THROW(wg.add(INT64_MAX), std::logic_error);
+  EXPECT_THROW(wg.add(INT64_MIN), std::logic_error);
+  EXPECT_THROW(wg.add(INT32_MIN), std::logic_error);
   EXPECT_EQ(wg.count(), INT32_MAX);
   wg.add(-INT32_MAX);
   EXPECT_EQ(wg.count(), 0);
