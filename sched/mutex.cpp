@@ -3,6 +3,7 @@
 #include "chronos/sync.hpp"
 
 #include <immintrin.h>
+#include <sched.h>
 
 #include "chronos/cancel.hpp"
 #include "sched/runtime_impl.hpp"
@@ -207,5 +208,23 @@ void CondVar::notify_one() {
 void CondVar::notify_all() {
   detail::wait_list_wake_all(waiters_);
 }
+
+namespace detail {
+
+void once_await_done(const std::atomic<std::uint8_t>& state, std::uint8_t done) noexcept {
+  // No switch can come between the runner's kRan and kDone (it only unlocks
+  // the mutex, which wakes without switching), so a fiber on the runner's own
+  // worker never gets here before kDone: waiting on another thread is short.
+  // acquire: see call_once.
+  for (unsigned n = 0; state.load(std::memory_order_acquire) != done; ++n) {
+    if (n < 64) {
+      _mm_pause();
+    } else {
+      sched_yield();
+    }
+  }
+}
+
+}  // namespace detail
 
 }  // namespace chronos

@@ -212,4 +212,33 @@ TEST(CallOnce, RunsOnceAcrossFibersAndThreadsAndRetriesAfterAThrow) {
   EXPECT_EQ(ran, 1);
 }
 
+// A caller that finds the callable run may destroy the flag as soon as its
+// call_once returns, while the caller that ran it is still returning (as
+// std::call_once allows: that return synchronizes with every other one).
+// The flag is on the heap, so that ASan and TSan (CI) see any late touch.
+TEST(CallOnce, AFlagMayBeDestroyedOnceEveryCallHasReturned) {
+  constexpr int kRounds = 20'000;
+  std::atomic<chronos::OnceFlag*> handoff{nullptr};
+  std::atomic<int> ran{0};
+  std::thread runner([&] {
+    for (int i = 0; i < kRounds; ++i) {
+      chronos::OnceFlag* flag;
+      while (!(flag = handoff.exchange(nullptr, std::memory_order_acquire)))
+        std::this_thread::yield();
+      chronos::call_once(*flag, [&] { ran.fetch_add(1, std::memory_order_release); });
+    }
+  });
+  for (int i = 0; i < kRounds; ++i) {
+    auto* flag = new chronos::OnceFlag;
+    handoff.store(flag, std::memory_order_release);
+    while (ran.load(std::memory_order_acquire) != i + 1) {
+    }
+    int again = 0;
+    chronos::call_once(*flag, [&] { ++again; });  // finds it run: never calls
+    ASSERT_EQ(again, 0);
+    delete flag;
+  }
+  runner.join();
+}
+
 }  // namespace

@@ -213,7 +213,10 @@ class CHRONOS_API CondVar {
 // Runs a callable once across all fibers and threads, as std::call_once, but
 // a caller that finds it running parks (a fiber) instead of blocking its
 // worker. If the callable throws, the exception reaches that caller and the
-// flag stays unset: the next caller tries again.
+// flag stays unset: the next caller tries again. As with std::call_once, the
+// return of the call that ran the callable happens before every other call
+// returns: once every call has returned, the flag may be destroyed, even by
+// a caller that found the callable run.
 class OnceFlag {
  public:
   OnceFlag() = default;
@@ -223,17 +226,40 @@ class OnceFlag {
  private:
   template <class F, class... Args>
   friend void call_once(OnceFlag& flag, F&& fn, Args&&... args);
-  std::atomic<bool> done_{false};
+  // kRan: the callable has returned, and its caller still holds or is
+  // releasing mu_. kDone: that caller has let go of the flag.
+  static constexpr std::uint8_t kNotRun = 0, kRan = 1, kDone = 2;
+  std::atomic<std::uint8_t> state_{kNotRun};
   Mutex mu_;
 };
 
+namespace detail {
+// Backs off until a OnceFlag's state reaches `done` (kDone): the caller that
+// ran the callable is a few instructions from that store.
+CHRONOS_API void once_await_done(const std::atomic<std::uint8_t>& state,
+                                 std::uint8_t done) noexcept;
+}  // namespace detail
+
 template <class F, class... Args>
 void call_once(OnceFlag& flag, F&& fn, Args&&... args) {
-  if (flag.done_.load(std::memory_order_acquire)) return;  // acquire: sees fn's effects
-  std::lock_guard guard(flag.mu_);
-  if (flag.done_.load(std::memory_order_relaxed)) return;  // (the mutex ordered us after it)
-  std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
-  flag.done_.store(true, std::memory_order_release);  // release: publishes fn's effects
+  // acquire: sees fn's effects, and the running caller's last touch of the flag.
+  if (flag.state_.load(std::memory_order_acquire) == OnceFlag::kDone) return;
+  bool ran = false;
+  {
+    std::lock_guard guard(flag.mu_);
+    // relaxed: kRan is written under mu_, which orders us after it.
+    if (flag.state_.load(std::memory_order_relaxed) == OnceFlag::kNotRun) {
+      std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
+      flag.state_.store(OnceFlag::kRan, std::memory_order_relaxed);  // (a throw leaves kNotRun)
+      ran = true;
+    }
+  }
+  if (ran) {
+    // release: publishes fn's effects and our unlock of mu_; the last touch.
+    flag.state_.store(OnceFlag::kDone, std::memory_order_release);
+    return;
+  }
+  detail::once_await_done(flag.state_, OnceFlag::kDone);
 }
 
 }  // namespace chronos
