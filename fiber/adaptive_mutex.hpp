@@ -26,10 +26,7 @@
 #include <atomic>
 #include <cstdint>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
+#include "fiber/backoff.hpp"
 #include "fiber/futex.hpp"
 
 namespace chronos::detail {
@@ -69,7 +66,7 @@ class AdaptiveMutex {
 
   [[gnu::noinline]] void lock_slow() noexcept {
     for (int i = 0; i < kSpinRounds; ++i) {
-      relax();
+      cpu_relax();
       std::uint32_t v = word_.load(std::memory_order_relaxed);
       // Taking it as merely held while others sleep is safe: the unlock
       // that freed it woke one of them, which marks it contended again
@@ -83,14 +80,6 @@ class AdaptiveMutex {
     // costs at most one spurious wake call at our unlock.
     while (word_.exchange(kContended, std::memory_order_acquire) != kFree)
       futex_wait(&word_, kContended);
-  }
-
-  static void relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
   }
 
   std::atomic<std::uint32_t> word_{kFree};

@@ -1,9 +1,7 @@
 // reactor/blocking_pool.cpp: spawn_blocking's threads (reactor/blocking_pool.hpp).
 #include "reactor/blocking_pool.hpp"
 
-#include <immintrin.h>
-#include <sched.h>
-
+#include "fiber/backoff.hpp"
 #include "sched/scheduler.hpp"
 
 namespace chronos::detail {
@@ -17,16 +15,10 @@ struct CommitArg {
 // Waits for a running job to finish: the pool thread stores kDone right
 // after the wake-up, so this is short unless that thread was preempted.
 void await_done(BlockingPool::Job& job) noexcept {
-  unsigned n = 0;
+  Backoff backoff(256);
   // acquire: pairs with the pool thread's release of kDone, after which it
   // touches neither the job nor the fiber.
-  while (job.state.load(std::memory_order_acquire) != BlockingPool::Job::kDone) {
-    if (++n < 256) {
-      _mm_pause();
-    } else {
-      sched_yield();
-    }
-  }
+  while (job.state.load(std::memory_order_acquire) != BlockingPool::Job::kDone) backoff();
 }
 
 }  // namespace

@@ -2,15 +2,14 @@
 // state machine and why it never loses a wake-up).
 #include "reactor/io_wait.hpp"
 
-#include <immintrin.h>
 #include <poll.h>
-#include <sched.h>
 
 #include <atomic>
 #include <climits>
 #include <optional>
 #include <stop_token>
 
+#include "fiber/backoff.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/timer.hpp"
 
@@ -38,25 +37,19 @@ struct IoWait {
 constexpr std::uint32_t kTimedOutBit = 1;
 constexpr std::uint32_t kCancelledBit = 2;
 
-// Backs off while a waker finishes a hand-off it has already claimed: it is a
-// few instructions away, unless its thread was preempted.
-inline void backoff(unsigned& n) noexcept {
-  if (++n < 256) {
-    _mm_pause();
-  } else {
-    sched_yield();
-  }
-}
+// Pause rounds while a waker finishes a hand-off it has already claimed
+// (fiber/backoff.hpp): it is a few instructions away, with no switch between.
+constexpr unsigned kHandOffSpins = 256;
 
 // The slot's value once no waker is half-way through waking `self`.
 std::uintptr_t settle(std::atomic<std::uintptr_t>& s, std::uintptr_t self) noexcept {
-  unsigned n = 0;
+  Backoff backoff(kHandOffSpins);
   for (;;) {
     // acquire: pairs with the waker's final release store, so that this fiber
     // sees everything the waker did before it (and may leave its frame).
     std::uintptr_t v = s.load(std::memory_order_acquire);
     if (v != (self | slot::kWaking)) return v;
-    backoff(n);
+    backoff();
   }
 }
 
@@ -66,12 +59,12 @@ std::uintptr_t settle(std::atomic<std::uintptr_t>& s, std::uintptr_t self) noexc
 bool hand_over(Worker* w, std::atomic<std::uintptr_t>& s, std::uintptr_t final) noexcept {
   // relaxed: the first load is only a guess; every decision is a CAS below.
   std::uintptr_t v = s.load(std::memory_order_relaxed);
-  unsigned n = 0;
+  Backoff backoff(kHandOffSpins);
   for (;;) {
     if (v == final) return false;
     if (v == slot::kClosed) return false;            // closed is sticky
     if (slot::is_fiber(v) && (v & slot::kWaking)) {  // another waker is mid-way
-      backoff(n);
+      backoff();
       v = s.load(std::memory_order_relaxed);
       continue;
     }
@@ -229,9 +222,9 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   // The commit may still be reading our record when a waker resumes us.
   auto await_commit = [&iw] {
     if (!iw.can_end) return;
-    unsigned n = 0;
+    Backoff backoff(kHandOffSpins);
     // acquire: see commit_wait's done().
-    while (!iw.committed.load(std::memory_order_acquire)) backoff(n);
+    while (!iw.committed.load(std::memory_order_acquire)) backoff();
   };
   w->io_waits.bump();
   iw.site.fd = d->fileno();

@@ -3,9 +3,9 @@
 #include "chronos/sync.hpp"
 
 #include <immintrin.h>
-#include <sched.h>
 
 #include "chronos/cancel.hpp"
+#include "fiber/backoff.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/timer.hpp"
 
@@ -216,13 +216,8 @@ void once_await_done(const std::atomic<std::uint8_t>& state, std::uint8_t done) 
   // the mutex, which wakes without switching), so a fiber on the runner's own
   // worker never gets here before kDone: waiting on another thread is short.
   // acquire: see call_once.
-  for (unsigned n = 0; state.load(std::memory_order_acquire) != done; ++n) {
-    if (n < 64) {
-      _mm_pause();
-    } else {
-      sched_yield();
-    }
-  }
+  Backoff backoff(64);
+  while (state.load(std::memory_order_acquire) != done) backoff();
 }
 
 }  // namespace detail

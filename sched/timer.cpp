@@ -1,7 +1,5 @@
 // sched/timer.cpp: the clock, arming and cancelling timers (sched/timer.hpp),
 // and sleeping.
-#include <immintrin.h>
-#include <sched.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +8,7 @@
 
 #include "chronos/detail/waiter.hpp"
 #include "chronos/time.hpp"
+#include "fiber/backoff.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/timer.hpp"
 #include "sched/timer_wheel.hpp"
@@ -40,13 +39,8 @@ bool timer_cancel(Timer& t) noexcept {
   if (s == Timer::kArmed && t.wheel->cancel(&t)) return true;
   // Firing on some thread right now: its fire() is a handful of instructions,
   // but that thread may be preempted, so stop spinning after a while.
-  for (int spins = 0; t.state.load(std::memory_order_acquire) != Timer::kIdle; ++spins) {
-    if (spins < 128) {
-      _mm_pause();
-    } else {
-      ::sched_yield();
-    }
-  }
+  Backoff backoff(128);
+  while (t.state.load(std::memory_order_acquire) != Timer::kIdle) backoff();
   return false;
 }
 

@@ -23,14 +23,12 @@
 // A new round (add() after the counter reached zero) may begin only once the
 // last round's wait() calls have returned, as with Go's: a waker that finds
 // the next round's waiters queued wakes them too.
-#include <immintrin.h>
-#include <sched.h>
-
 #include <climits>
 #include <stdexcept>
 
 #include "chronos/cancel.hpp"
 #include "chronos/sync.hpp"
+#include "fiber/backoff.hpp"
 
 namespace chronos {
 namespace {
@@ -105,16 +103,13 @@ void WaitGroup::unqueued(void* self) noexcept {
 }
 
 bool WaitGroup::wait_until_ns(std::int64_t deadline) {
-  for (unsigned spins = 0;;) {
+  detail::Backoff backoff(64);  // (fiber/backoff.hpp)
+  for (;;) {
     // acquire: see add(); and, on a drained count, wake()'s last touch.
     std::uint64_t s = state_.load(std::memory_order_acquire);
     if (s == 0) return true;
     if (counter(s) == 0) {  // a wake in flight
-      if (++spins < 64) {
-        _mm_pause();
-      } else {
-        sched_yield();
-      }
+      backoff();
       continue;
     }
     detail::wait_list_lock(waiters_);
