@@ -89,9 +89,10 @@ WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline, bo
   return why;
 }
 
-WaitNode* wait_list_take(WaitList& l) noexcept {
+WaitNode* wait_list_take(WaitList& l, std::uint64_t* unqueued) noexcept {
   while (WaitNode* n = l.head) {
     unlink(l, n);
+    if (unqueued) ++*unqueued;
     n->claimed = n->waiter.claim(WakeReason::kNotified);
     if (n->claimed != Waiter::kLost) return n;
     // Its wait ended by deadline or stop; it unqueues itself (finding itself
@@ -107,25 +108,15 @@ bool wait_list_wake(WaitNode* node) noexcept {
 }
 
 WaitNode* wait_list_take_all(WaitList& l, std::uint64_t* unqueued) noexcept {
-  WaitNode* all = nullptr;  // the claimed ones, linked through next, newest first
-  std::uint64_t n = 0;
-  while (WaitNode* node = l.head) {
-    unlink(l, node);
-    ++n;
-    node->claimed = node->waiter.claim(WakeReason::kNotified);
-    if (node->claimed == Waiter::kLost) continue;  // its wait ended; it unqueues itself
-    node->next = all;
-    all = node;
+  *unqueued = 0;
+  WaitNode* head = nullptr;  // oldest first, linked through next
+  WaitNode** tail = &head;
+  while (WaitNode* n = wait_list_take(l, unqueued)) {
+    *tail = n;
+    tail = &n->next;
   }
-  *unqueued = n;
-  WaitNode* fifo = nullptr;  // reversed: the oldest waiter is woken first
-  while (all) {
-    WaitNode* next = all->next;
-    all->next = fifo;
-    fifo = all;
-    all = next;
-  }
-  return fifo;
+  *tail = nullptr;
+  return head;
 }
 
 void wait_list_wake_chain(WaitNode* chain) noexcept {

@@ -68,8 +68,9 @@ struct Unqueued {
 CHRONOS_API WakeReason wait_list_wait(WaitList& l, WaitNode& node, std::int64_t deadline = kForever,
                                       bool front = false, Unqueued on_unqueue = {});
 // With the lock held: the oldest waiter whose wait has not ended, unqueued
-// and claimed (kNotified), or null.
-CHRONOS_API WaitNode* wait_list_take(WaitList& l) noexcept;
+// and claimed (kNotified), or null. Nodes whose wait had ended are unqueued
+// on the way; *unqueued, if given, grows by every node taken off the list.
+CHRONOS_API WaitNode* wait_list_take(WaitList& l, std::uint64_t* unqueued = nullptr) noexcept;
 // Without the lock: wakes a node that take() returned. The node may be gone
 // (its waiter running again) as soon as this returns. False if the waiter
 // could not take it: a fiber already being unwound at runtime shutdown, which
