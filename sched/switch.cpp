@@ -18,21 +18,6 @@
 namespace chronos::detail {
 namespace {
 
-// Travels through arch::jump's data pointer to the side that is resumed. It
-// lives on the switching side's stack, which is not touched again until that
-// side is resumed, so it is valid until finish_switch() has acted on it.
-struct SwitchRecord {
-  Fiber* from;
-  Fiber* to;
-  Worker* worker;  // the worker this switch happens on; the resumed side now runs there
-  PostAction action;
-  CommitFn commit;  // kPark only
-  void* arg;
-  // kPark only: the switcher's state word once parked (Waiting, pointing at
-  // what it waits on), made here where its old word is at hand.
-  std::uint64_t parked;
-};
-
 // A small stack has no guard page of its own (fiber/stack_pool.hpp). Its
 // safety net is checked at every switch of a small-stack fiber, each check
 // where it is cheapest and still in time:
@@ -217,7 +202,9 @@ void finish_exit(Worker* w, Fiber* f);
   // Each state word is read once here (only their owner, us, writes them).
   const std::uint64_t fs = from->state.load(std::memory_order_relaxed);
   const std::uint64_t ts = to->state.load(std::memory_order_relaxed);
-  SwitchRecord rec{
+  // In the worker, not on our stack (sched/scheduler.hpp, "Switching").
+  SwitchRecord& rec = w->switch_rec;
+  rec = SwitchRecord{
       from,
       to,
       w,

@@ -46,6 +46,7 @@ namespace chronos::detail {
 
 class RuntimeImpl;
 class TraceBuffer;
+class Worker;
 
 // The watchdog's request for the running fiber's backtrace (sched/monitor.hpp):
 // the monitor sets kRequested and signals the worker's thread; the handler,
@@ -131,6 +132,32 @@ inline PriorityClass class_of(const Fiber* f) noexcept {
   return class_of(state_word::priority(f->state.load(std::memory_order_relaxed)));
 }
 
+// What a switch asks of the side it resumes (sched/scheduler.hpp,
+// "Switching"), once the switcher's context is saved.
+enum class PostAction : std::uint8_t {
+  kNone,     // nothing: the switcher was the scheduler loop, or is resumed by a plain call
+  kRequeue,  // yield: queue the switcher behind the others
+  kPark,     // park: run the commit callback, ready the fiber if it declines
+  kExit,     // the switcher has finished: publish DONE, wake the joiner, or free it
+  kHandoff,  // the switcher has finished and already handed itself to us, its joiner
+};
+
+using CommitFn = bool (*)(void* arg, Fiber* self);
+
+// The switch in flight on a worker: filled in by the switcher, read by the
+// side it resumes (sched/switch.cpp, finish_switch).
+struct SwitchRecord {
+  Fiber* from;
+  Fiber* to;
+  Worker* worker;  // the worker this switch happens on; the resumed side now runs there
+  PostAction action;
+  CommitFn commit;  // kPark only
+  void* arg;
+  // kPark only: the switcher's state word once parked (Waiting, pointing at
+  // what it waits on), made here where its old word is at hand.
+  std::uint64_t parked;
+};
+
 class alignas(64) Worker {
  public:
   Worker(RuntimeImpl* rt, unsigned index, std::size_t deque_capacity);
@@ -213,6 +240,8 @@ class alignas(64) Worker {
 
   Fiber main;                // this thread's own context (the scheduler loop)
   Fiber* current = nullptr;  // the fiber running now; &main in the scheduler loop
+  // The switch in flight on this thread (see SwitchRecord). Owner only.
+  SwitchRecord switch_rec;
   RuntimeImpl* const rt;
   const unsigned index;
 
