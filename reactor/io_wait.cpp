@@ -16,14 +16,19 @@
 namespace chronos::detail {
 namespace {
 
-// The parked fiber's record, on its own stack.
-struct IoWait {
+// The parked fiber's record, on its own stack. Every wait has this much; a
+// wait that a deadline or a stop request may end early has the rest
+// (IoWait). The commit reads the extension only when can_end says it exists.
+struct IoWaitCore {
   IoSite site;  // what dumps and traces show (the state word points here)
   Descriptor* d = nullptr;
   Direction dir = kRead;
-  Fiber* self = nullptr;
   bool busy = false;     // commit found another fiber in the slot
   bool can_end = false;  // a deadline or a stop token may end the wait early
+};
+
+struct IoWait : IoWaitCore {
+  Fiber* self = nullptr;
   // can_end only: set by the commit after its last touch of this record. The
   // commit reads `ended` after publishing the fiber, when a waker may already
   // have resumed it elsewhere; the fiber waits for this before it leaves.
@@ -93,14 +98,14 @@ bool hand_over(Worker* w, std::atomic<std::uintptr_t>& s, std::uintptr_t final) 
 // park_current's commit: runs on the far side of the switch, with the fiber
 // saved. Publishes the registration, or declines (the fiber runs on at once).
 bool commit_wait(void* arg, Fiber* self) {
-  auto* iw = static_cast<IoWait*>(arg);
+  auto* iw = static_cast<IoWaitCore*>(arg);
   auto& s = iw->d->slot[iw->dir];
   const bool can_end = iw->can_end;  // read before the fiber can be resumed
   const auto me = reinterpret_cast<std::uintptr_t>(self);
   auto done = [iw, can_end](bool parked) {
     // release: the fiber's acquire spin on `committed` orders our reads of
     // its record before it leaves the frame.
-    if (can_end) iw->committed.store(true, std::memory_order_release);
+    if (can_end) static_cast<IoWait*>(iw)->committed.store(true, std::memory_order_release);
     return parked;
   };
   std::uintptr_t v = slot::kNone;
@@ -123,7 +128,7 @@ bool commit_wait(void* arg, Fiber* self) {
     return done(false);
   }
   if (!can_end) return true;  // published: not one more touch of iw
-  if (iw->ended.load(std::memory_order_seq_cst) != 0) {
+  if (static_cast<IoWait*>(iw)->ended.load(std::memory_order_seq_cst) != 0) {
     // The deadline passed (or a stop was requested) before we were
     // registered: withdraw, unless a waker has claimed us already (then it
     // wakes us).
@@ -183,21 +188,64 @@ WaitResult wait_thread(Descriptor* d, Direction dir, std::int64_t deadline) {
   }
 }
 
-}  // namespace
+// Runtime shutdown unwinds a parked fiber: withdraw its registration, so that
+// no waker ever touches its frame again.
+void withdraw(std::atomic<std::uintptr_t>& s, std::uintptr_t me) noexcept {
+  for (;;) {
+    std::uintptr_t cur = settle(s, me);
+    if (cur != me) return;
+    // relaxed: our own registration, which nobody else may now take.
+    if (s.compare_exchange_strong(cur, slot::kNone, std::memory_order_relaxed)) return;
+  }
+}
 
-WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
-  auto& s = d->slot[dir];
-  // The fast path: readiness that arrived since the last EAGAIN.
-  // relaxed: see hand_over (readiness publishes no data of ours).
-  std::uintptr_t v = s.load(std::memory_order_relaxed);
-  if (v == slot::kReady && s.compare_exchange_strong(v, slot::kNone, std::memory_order_relaxed))
-    return WaitResult::kReady;
+// What a resumed wait reports, once no waker is half-way through waking it;
+// `ended` is why it may have ended early (0 if it cannot).
+WaitResult outcome(std::atomic<std::uintptr_t>& s, std::uintptr_t me, bool busy,
+                   std::uint32_t ended) noexcept {
+  std::uintptr_t v = settle(s, me);
   if (v == slot::kClosed) return WaitResult::kClosed;
-  if (slot::is_fiber(v)) return WaitResult::kBusy;
+  if (v == slot::kReady) {
+    // relaxed: see hand_over. If this fails the slot became kClosed, which
+    // the caller's next wait reports.
+    s.compare_exchange_strong(v, slot::kNone, std::memory_order_relaxed);
+    return WaitResult::kReady;
+  }
+  if (busy) return WaitResult::kBusy;
+  if (ended & kCancelledBit) return WaitResult::kCancelled;
+  if (ended & kTimedOutBit) return WaitResult::kTimedOut;
+  return WaitResult::kReady;  // woken with nothing to report: the caller retries
+}
 
-  Worker* w = current_worker();
-  if (!w || w->current == &w->main) return wait_thread(d, dir, deadline);
+// The common wait: no deadline and no stop token, so only the slot can end
+// it. No timer, no stop callback and no hand-shake with the commit, and so a
+// small frame. That matters because a fiber resumed after a long wait reads
+// every stack line between its switch and the blocking call, each gone cold,
+// and writes the lines below on its way down to the next wait: in the echo
+// server at 1,000 connections those lines were most of chronos's own cache
+// misses per request, and the general wait's frame alone was four of them.
+[[gnu::noinline]] WaitResult wait_plain(Worker* w, Descriptor* d, Direction dir) {
+  IoWaitCore iw;
+  iw.site.fd = d->fileno();
+  iw.site.write = dir == kWrite;
+  iw.d = d;
+  iw.dir = dir;
+  auto& s = d->slot[dir];
+  const auto me = reinterpret_cast<std::uintptr_t>(w->current);
+  w->io_waits.bump();
+  try {
+    park_current(w, WaitKind::kIo, &iw.site, &commit_wait, static_cast<IoWaitCore*>(&iw));
+  } catch (const FiberUnwind&) {
+    withdraw(s, me);
+    throw;
+  }
+  return outcome(s, me, iw.busy, 0);
+}
 
+// A wait that a deadline or the fiber's stop token may end early.
+[[gnu::noinline]] WaitResult wait_ending(Worker* w, Descriptor* d, Direction dir,
+                                         std::int64_t deadline) {
+  auto& s = d->slot[dir];
   IoWait iw;
   iw.d = d;
   iw.dir = dir;
@@ -212,7 +260,7 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   // Constructed only when a stop is possible: no allocation either way.
   std::optional<std::stop_callback<CancelWait>> on_stop;
   if (stoppable) on_stop.emplace(w->current->stop, CancelWait{&iw});
-  iw.can_end = timed || on_stop.has_value();
+  iw.can_end = true;
   if (timed) {
     iw.timer.deadline = deadline;
     iw.timer.fire = &fire_wait;
@@ -221,7 +269,6 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   }
   // The commit may still be reading our record when a waker resumes us.
   auto await_commit = [&iw] {
-    if (!iw.can_end) return;
     Backoff backoff(kHandOffSpins);
     // acquire: see commit_wait's done().
     while (!iw.committed.load(std::memory_order_acquire)) backoff();
@@ -230,37 +277,38 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
   iw.site.fd = d->fileno();
   iw.site.write = dir == kWrite;
   try {
-    park_current(w, WaitKind::kIo, &iw.site, &commit_wait, &iw);
+    park_current(w, WaitKind::kIo, &iw.site, &commit_wait, static_cast<IoWaitCore*>(&iw));
   } catch (const FiberUnwind&) {
     await_commit();
-    // Runtime shutdown: withdraw, so that no waker ever touches this frame.
-    for (;;) {
-      std::uintptr_t cur = settle(s, me);
-      if (cur != me) break;
-      // relaxed: our own registration, which nobody else may now take.
-      if (s.compare_exchange_strong(cur, slot::kNone, std::memory_order_relaxed)) break;
-    }
+    withdraw(s, me);
     if (timed) timer_cancel(iw.timer);
     throw;  // on_stop's destructor waits out a running stop callback
   }
   await_commit();
   if (timed) timer_cancel(iw.timer);  // after this, fire() is not running
   on_stop.reset();                    // and after this, no stop callback is
-  v = settle(s, me);
-  if (v == slot::kClosed) return WaitResult::kClosed;
-  if (v == slot::kReady) {
-    // relaxed: see hand_over. If this fails the slot became kClosed, which
-    // the caller's next wait reports.
-    s.compare_exchange_strong(v, slot::kNone, std::memory_order_relaxed);
-    return WaitResult::kReady;
-  }
-  if (iw.busy) return WaitResult::kBusy;
   // relaxed: fire() and the stop callback ran to completion before
   // timer_cancel and on_stop.reset() returned.
-  const std::uint32_t why = iw.ended.load(std::memory_order_relaxed);
-  if (why & kCancelledBit) return WaitResult::kCancelled;
-  if (why & kTimedOutBit) return WaitResult::kTimedOut;
-  return WaitResult::kReady;  // woken with nothing to report: the caller retries
+  return outcome(s, me, iw.busy, iw.ended.load(std::memory_order_relaxed));
+}
+
+}  // namespace
+
+WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
+  auto& s = d->slot[dir];
+  // The fast path: readiness that arrived since the last EAGAIN.
+  // relaxed: see hand_over (readiness publishes no data of ours).
+  std::uintptr_t v = s.load(std::memory_order_relaxed);
+  if (v == slot::kReady && s.compare_exchange_strong(v, slot::kNone, std::memory_order_relaxed))
+    return WaitResult::kReady;
+  if (v == slot::kClosed) return WaitResult::kClosed;
+  if (slot::is_fiber(v)) return WaitResult::kBusy;
+
+  Worker* w = current_worker();
+  if (!w || w->current == &w->main) return wait_thread(d, dir, deadline);
+  // Tail calls: this function keeps no frame under the wait.
+  if (deadline == kNoDeadline && !w->current->stop_possible()) return wait_plain(w, d, dir);
+  return wait_ending(w, d, dir, deadline);
 }
 
 bool notify_ready(Worker* w, Descriptor* d, Direction dir) noexcept {

@@ -33,9 +33,11 @@
 // kWaking before it leaves its frame, so a waker never touches a fiber that
 // has finished (and whose TCB may be reused).
 //
-// Cost per wait: no allocation (the wait record, with its Timer, is on the
-// parked fiber's stack); a CAS to publish, a CAS and a store to wake, one
-// exchange to consume; plus timer_arm/timer_cancel when a deadline is set.
+// Cost per wait: no allocation (the wait record is on the parked fiber's
+// stack: 32 bytes for the common wait, which nothing but the slot can end;
+// with a Timer and a stop callback only for a wait that a deadline or a stop
+// token can end); a CAS to publish, a CAS and a store to wake, one exchange
+// to consume; plus timer_arm/timer_cancel when a deadline is set.
 #pragma once
 
 #include <cstdint>

@@ -270,9 +270,15 @@ TEST(NetTcp, AcceptBacksOffOnEmfileAndRecovers) {
   });
 }
 
+// Half the server's fibers can be cancelled (a stop token), half cannot: the
+// two kinds of I/O wait (reactor/io_wait.cpp) each withdraw as shutdown
+// unwinds them. (A wait with a deadline is not parked forever: shutdown
+// waits for its timer instead.)
 TEST(NetTcp, ShutdownWithOpenConnectionsReleasesEveryFd) {
   const int fds_before = chronos::test::open_fds();
   const int conns = 50;
+  std::stop_source never;  // outlives the runtime; nobody requests a stop
+  std::atomic<int> unwound{0};
   {
     Runtime rt{Config{.workers = 2}};
     rt.block_on([&] {
@@ -287,7 +293,13 @@ TEST(NetTcp, ShutdownWithOpenConnectionsReleasesEveryFd) {
           s.read(buf);  // parked until the runtime shuts down
         }).detach();
         TcpStream c = l.accept();
-        chronos::go([c = std::move(c)]() mutable {
+        chronos::SpawnOptions opts;
+        if (i % 2 == 0) opts.stop_token = never.get_token();
+        chronos::go(opts, [c = std::move(c), &unwound]() mutable {
+          struct Count {
+            std::atomic<int>& n;
+            ~Count() { n.fetch_add(1); }
+          } count{unwound};
           std::byte buf[16];
           c.read(buf);  // parked too
         }).detach();
@@ -297,6 +309,7 @@ TEST(NetTcp, ShutdownWithOpenConnectionsReleasesEveryFd) {
     });
     EXPECT_GT(chronos::test::open_fds(), fds_before + 2 * conns);
   }  // shutdown unwinds every parked fiber; their sockets close
+  EXPECT_EQ(unwound.load(), conns);
   EXPECT_EQ(chronos::test::open_fds(), fds_before);
 }
 
