@@ -289,18 +289,20 @@ static_assert(sizeof(Fiber) == 192, "a TCB is three cache lines (see the top of 
 }
 
 // A hint from the worker that has just taken f, a parked fiber readied since,
-// to run next: fetch, all at once, what its resume reads. The frames
-// between its saved context and its body (park_current's, the wait's, the
-// blocking call's: about 0.8 KB in a socket read), the lines right under its
-// stack's header (an eager fiber's payload, where its body's captures live;
-// else the outermost frames) and the TCB's warm line (a lazy fiber's inline
-// payload). Without it they miss one after another as the frames return, each
-// on a line (and, at the stack's top, a page) that went cold while the fiber
-// waited; with it the misses overlap. The taker owns f, so its ctx and stack
-// are stable. Not for a fiber that switched out just before (a yield, a
-// hand-off): its lines are warm, and the prefetches would be pure cost.
+// to run next: fetch, all at once, what its resume reads. Eight lines above
+// its saved context: the switch's two words, the red zone the switch steps
+// over, then the frames of park_current, the wait and the blocking call (0.4
+// KB in a socket read) and the first line of the read's buffer above them.
+// Then the lines right under its stack's header (an eager fiber's payload,
+// where its body's captures live; else the outermost frames) and the TCB's
+// warm line (a lazy fiber's inline payload). Without it they miss one after
+// another as the frames return, each on a line (and, at the stack's top, a
+// page) that went cold while the fiber waited; with it the misses overlap.
+// The taker owns f, so its ctx and stack are stable. Not for a fiber that
+// switched out just before (a yield, a hand-off): its lines are warm, and the
+// prefetches would be pure cost.
 [[gnu::always_inline]] inline void prefetch_run(const Fiber* f) noexcept {
-  if (!prefetch_saved_frames(f, 12)) return;  // never ran
+  if (!prefetch_saved_frames(f, 8)) return;  // never ran
   if (const char* top = reinterpret_cast<const char*>(f->stack)) {
     __builtin_prefetch(top - 64, 0, 3);
     __builtin_prefetch(top - 128, 0, 3);
