@@ -242,7 +242,8 @@ WaitResult outcome(std::atomic<std::uintptr_t>& s, std::uintptr_t me, bool busy,
   return outcome(s, me, iw.busy, 0);
 }
 
-// A wait that a deadline or the fiber's stop token may end early.
+// A wait that a deadline or the fiber's stop token may end early (wait_io
+// sends no other here, so can_end is always set).
 [[gnu::noinline]] WaitResult wait_ending(Worker* w, Descriptor* d, Direction dir,
                                          std::int64_t deadline) {
   auto& s = d->slot[dir];
@@ -306,7 +307,8 @@ WaitResult wait_io(Descriptor* d, Direction dir, std::int64_t deadline) {
 
   Worker* w = current_worker();
   if (!w || w->current == &w->main) return wait_thread(d, dir, deadline);
-  // Tail calls: this function keeps no frame under the wait.
+  // Tail calls when optimised: this function then leaves no frame of its own
+  // under the wait.
   if (deadline == kNoDeadline && !w->current->stop_possible()) return wait_plain(w, d, dir);
   return wait_ending(w, d, dir, deadline);
 }
