@@ -1,12 +1,12 @@
 // sched/future.cpp: the out-of-line parts of chronos/future.hpp: waiting on
 // and completing a future's shared state, and the pool the states come from.
-#include <immintrin.h>
 
 #include <cstdint>
 #include <new>
 
 #include "arch/sanitizer.hpp"
 #include "chronos/future.hpp"
+#include "fiber/backoff.hpp"
 
 namespace chronos::detail {
 
@@ -76,7 +76,7 @@ struct Shared {
   Block* head = nullptr;
   void lock() noexcept {
     while (locked.exchange(true, std::memory_order_acquire))
-      while (locked.load(std::memory_order_relaxed)) _mm_pause();
+      while (locked.load(std::memory_order_relaxed)) cpu_relax();
   }
   void unlock() noexcept { locked.store(false, std::memory_order_release); }
 };

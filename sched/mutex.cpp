@@ -2,8 +2,6 @@
 // all on a WaitList (chronos/detail/wait_list.hpp).
 #include "chronos/sync.hpp"
 
-#include <immintrin.h>
-
 #include "chronos/cancel.hpp"
 #include "fiber/backoff.hpp"
 #include "sched/runtime_impl.hpp"
@@ -43,7 +41,7 @@ bool Mutex::lock_slow(std::int64_t deadline) {
           return true;
         continue;
       }
-      for (int k = 0; k < 30; ++k) _mm_pause();
+      for (int k = 0; k < 30; ++k) detail::cpu_relax();
     }
   }
   bool woken = false;      // woken once to compete, and lost: we go back first

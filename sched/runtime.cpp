@@ -3,8 +3,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <immintrin.h>
-
 #include <algorithm>
 #include <bit>
 #include <climits>
@@ -14,6 +12,7 @@
 #include <typeinfo>
 
 #include "arch/sanitizer.hpp"
+#include "fiber/backoff.hpp"
 #include "fiber/futex.hpp"
 #include "fiber/overflow.hpp"
 #include "sched/monitor.hpp"
@@ -268,7 +267,7 @@ Fiber* RuntimeImpl::spin_for_work(Worker* w, bool handed) {
   for (int round = 0; round < kSpinRounds && !f && !exiting(); ++round) {
     f = w->pop_runnable();
     if (!f)
-      for (int k = 0; k < 16; ++k) _mm_pause();
+      for (int k = 0; k < 16; ++k) cpu_relax();
   }
   stop_spinning(f != nullptr);
   return f;

@@ -70,7 +70,7 @@
 // Idle workers and the wake-up rule
 // ---------------------------------
 // A worker with nothing to run first spins (RuntimeImpl::spin_for_work):
-// stealing, with _mm_pause between rounds, for a few microseconds
+// stealing, with a CPU pause (cpu_relax) between rounds, for a few microseconds
 // (kSpinRounds), and only while fewer spin than half the workers awake (at
 // least one, at most kMaxSpinners = 2: max_spinners), Go's rule for its
 // spinning Ms. Then it sleeps on a futex (RuntimeImpl::idle_wait): it announces

@@ -1,6 +1,5 @@
 // sched/switch.cpp: every context switch chronos makes, and what happens on
 // either side of it. The rules are in sched/scheduler.hpp; this is the hot path.
-#include <immintrin.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +9,7 @@
 #if defined(CHRONOS_SWITCH_INLINE)
 #include "arch/fp_env_x86_64.hpp"
 #endif
+#include "fiber/backoff.hpp"
 #include "fiber/futex.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
@@ -262,7 +262,7 @@ void finish_exit(Worker* w, Fiber* f) {
   std::uint64_t s;
   // acquire: pairs with the inspector's release of the hold, so that its
   // reads of the stack happen before the fiber runs again.
-  while ((s = f->state.load(std::memory_order_acquire)) & state_word::kHeld) _mm_pause();
+  while ((s = f->state.load(std::memory_order_acquire)) & state_word::kHeld) cpu_relax();
   return s;
 }
 

@@ -1,7 +1,7 @@
 // sched/timer_wheel.cpp: the hierarchical timing wheel (sched/timer_wheel.hpp).
 #include "sched/timer_wheel.hpp"
 
-#include <immintrin.h>
+#include "fiber/backoff.hpp"
 
 #include <bit>
 
@@ -69,7 +69,7 @@ TimerWheel::TimerWheel(std::int64_t origin_ns) noexcept : origin_(origin_ns) {}
 void TimerWheel::lock() noexcept {
   for (;;) {
     if (try_lock()) return;
-    while (locked_.load(std::memory_order_relaxed)) _mm_pause();
+    while (locked_.load(std::memory_order_relaxed)) cpu_relax();
   }
 }
 

@@ -1,7 +1,7 @@
 // sched/wait_list.cpp: parking and waking on a WaitList (chronos/detail/wait_list.hpp).
 #include "chronos/detail/wait_list.hpp"
 
-#include <immintrin.h>
+#include "fiber/backoff.hpp"
 
 #include "sched/scheduler.hpp"
 
@@ -53,7 +53,7 @@ void wait_list_lock(WaitList& l) noexcept {
   for (;;) {
     // acquire: the critical section sees the previous holder's writes.
     if (l.locked.exchange(1, std::memory_order_acquire) == 0) return;
-    while (l.locked.load(std::memory_order_relaxed) != 0) _mm_pause();
+    while (l.locked.load(std::memory_order_relaxed) != 0) cpu_relax();
   }
 }
 
