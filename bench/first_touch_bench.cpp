@@ -12,6 +12,10 @@
 //   BM_PopulateEach           madvise(MADV_POPULATE_WRITE) once per page
 //   BM_TouchAfterPopulate     the first write to pages committed just before
 //   BM_TouchWarm              a write to pages already touched (the floor)
+//   BM_HugePopulate           populate_pages() on a 2 MiB range advised
+//                             MADV_HUGEPAGE (one huge page: a packed slab's,
+//                             fiber/stack_pool.hpp), per 4 KiB page in it
+//   BM_HugeTouchAfterPopulate the first write to each 4 KiB page of it
 //
 // Populate + touch after it is what StackPool pays for a fresh slot; compare
 // it with BM_TouchFaulting. The pages come from the kernel's free lists, so a
@@ -23,6 +27,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 
 #include "fiber/populate.hpp"
@@ -110,10 +115,65 @@ void BM_TouchWarm(benchmark::State& s) {
   run(s, Before::kTouch, Step::kTouch);
 }
 
+// One huge page's worth of fresh memory, advised MADV_HUGEPAGE, placed on a
+// 2 MiB boundary so that the kernel can back it with one huge page.
+struct HugeRange {
+  static constexpr std::size_t kBytes = 2u << 20;
+  void* raw = nullptr;
+  PageRange range{};
+
+  HugeRange() {
+    raw = ::mmap(nullptr, 2 * kBytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) std::abort();
+    auto lo = (reinterpret_cast<std::uintptr_t>(raw) + kBytes - 1) & ~(kBytes - 1);
+    range = {reinterpret_cast<void*>(lo), kBytes};
+    ::madvise(range.lo, kBytes, MADV_HUGEPAGE);
+  }
+  ~HugeRange() { ::munmap(raw, 2 * kBytes); }
+  HugeRange(const HugeRange&) = delete;
+  HugeRange& operator=(const HugeRange&) = delete;
+
+  void touch() {
+    for (std::size_t o = 0; o < kBytes; o += kPage) static_cast<volatile char*>(range.lo)[o] = 1;
+  }
+};
+
+void run_huge(benchmark::State& state, Step step) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto* r = new HugeRange;
+    if (step == Step::kTouch) chronos::detail::populate_pages(&r->range, 1);
+    state.ResumeTiming();
+    if (step == Step::kTouch) {
+      r->touch();
+    } else {
+      chronos::detail::populate_pages(&r->range, 1);
+    }
+    benchmark::ClobberMemory();
+    state.PauseTiming();
+    delete r;
+    state.ResumeTiming();
+  }
+  state.counters["per_page"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * (HugeRange::kBytes / kPage)),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  if (!chronos::detail::populate_enabled()) state.SetLabel("populate_pages is off here");
+}
+
+void BM_HugePopulate(benchmark::State& s) {
+  run_huge(s, Step::kPopulateBatch);
+}
+void BM_HugeTouchAfterPopulate(benchmark::State& s) {
+  run_huge(s, Step::kTouch);
+}
+
 BENCHMARK(BM_TouchFaulting)->UseRealTime();
 BENCHMARK(BM_PopulateBatch)->UseRealTime();
 BENCHMARK(BM_PopulateEach)->UseRealTime();
 BENCHMARK(BM_TouchAfterPopulate)->UseRealTime();
 BENCHMARK(BM_TouchWarm)->UseRealTime();
+BENCHMARK(BM_HugePopulate)->UseRealTime();
+BENCHMARK(BM_HugeTouchAfterPopulate)->UseRealTime();
 
 }  // namespace

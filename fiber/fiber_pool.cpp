@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <new>
 #include <string>
 #include <system_error>
@@ -15,6 +16,15 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kChunkBytes = FiberPool::kChunkFibers * sizeof(Fiber);
+constexpr std::size_t kHugePage = 2u << 20;
+constexpr std::size_t kArenaBytes = 3 * kHugePage;  // 32 chunks of 192 KiB
+static_assert(kArenaBytes % kChunkBytes == 0, "an arena holds whole chunks");
+
+[[noreturn]] void throw_map_error(int err, std::size_t bytes) {
+  throw std::system_error(
+      err, std::generic_category(),
+      "chronos: cannot map " + std::to_string(bytes) + " bytes for fiber control blocks");
+}
 
 }  // namespace
 
@@ -23,8 +33,42 @@ FiberPool::~FiberPool() {
   // it, or the runtime's memory is kept): destroy what was carved, unmap.
   for (Fiber* c : chunks_) {
     for (Fiber* f = c; f != c + kChunkFibers; ++f) f->~Fiber();
-    ::munmap(c, kChunkBytes);
+    ::munmap(c, kChunkBytes);  // (a chunk cut from an arena: that part of it)
   }
+  if (arena_next_ != arena_end_)
+    ::munmap(arena_next_, static_cast<std::size_t>(arena_end_ - arena_next_));
+}
+
+// A chunk's memory: a mapping of its own for the first kOwnChunks, then the
+// next slice of the current arena, mapping a new one when it is used up.
+char* FiberPool::map_chunk() {
+  std::lock_guard lock(arena_mu_);
+  if (own_chunks_ < kOwnChunks) {
+    void* p =
+        ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw_map_error(errno, kChunkBytes);
+    ++own_chunks_;
+    return static_cast<char*>(p);
+  }
+  if (arena_next_ == arena_end_) {
+    // Over-map by one huge page, keep the part that starts on a boundary.
+    const std::size_t over = kArenaBytes + kHugePage;
+    void* raw = ::mmap(nullptr, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) throw_map_error(errno, over);
+    char* lo = static_cast<char*>(raw);
+    auto at = (reinterpret_cast<std::uintptr_t>(lo) + kHugePage - 1) & ~(kHugePage - 1);
+    char* p = reinterpret_cast<char*>(at);
+    if (p > lo) ::munmap(lo, static_cast<std::size_t>(p - lo));
+    if (lo + over > p + kArenaBytes)
+      ::munmap(p + kArenaBytes, static_cast<std::size_t>(lo + over - (p + kArenaBytes)));
+    // Advice only: without huge pages to give, the kernel maps small ones.
+    ::madvise(p, kArenaBytes, MADV_HUGEPAGE);
+    arena_next_ = p;
+    arena_end_ = p + kArenaBytes;
+  }
+  char* p = arena_next_;
+  arena_next_ += kChunkBytes;
+  return p;
 }
 
 namespace {
@@ -71,14 +115,7 @@ void FiberPool::give(Fiber* const* in, std::size_t n) noexcept {
 // that find the pool empty at once both add a chunk; the spare TCBs stay
 // free for the next burst.
 void FiberPool::add_chunk() {
-  void* p =
-      ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) {
-    int err = errno;
-    throw std::system_error(
-        err, std::generic_category(),
-        "chronos: cannot map " + std::to_string(kChunkBytes) + " bytes for fiber control blocks");
-  }
+  void* p = map_chunk();
   // Committed in one call rather than a page fault per 21 TCBs
   // (fiber/populate.hpp): 48 faults cost half a millisecond on a VM, the
   // call a tenth of that. The stores below then hit memory that is there.

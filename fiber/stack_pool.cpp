@@ -21,6 +21,7 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kSlabBytes = 4u << 20;  // small slots are carved from ~4 MiB slabs
+constexpr std::size_t kHugePage = 2u << 20;   // x86-64's (and 4 KiB-page aarch64's) PMD size
 
 std::size_t round_up(std::size_t n, std::size_t to) {
   return (n + to - 1) / to * to;
@@ -90,7 +91,7 @@ StackPool::~StackPool() {
       unmap_normal(s);
     }
   }
-  for (auto [base, len] : slabs_) ::munmap(base, len);
+  for (const Slab& s : slabs_) ::munmap(s.base, s.len);
 }
 
 Stack* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
@@ -150,11 +151,41 @@ void StackPool::unmap_normal(Stack* s) noexcept {
   mapped_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+// The same, placed so that the bytes after the guard start on a huge-page
+// boundary: a slab's slots then fill whole 2 MiB pages (kSlabBytes is a
+// multiple of them), which the kernel can back with huge pages.
+char* StackPool::map_guarded_huge(std::size_t len) const {
+  const std::size_t over = len + kHugePage;
+  void* raw = ::mmap(nullptr, over, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (raw == MAP_FAILED) throw_stack_alloc_error(errno, over);
+  char* lo = static_cast<char*>(raw);
+  auto slots = (reinterpret_cast<std::uintptr_t>(lo) + page_ + kHugePage - 1) & ~(kHugePage - 1);
+  char* p = reinterpret_cast<char*>(slots) - page_;
+  if (p > lo) ::munmap(lo, static_cast<std::size_t>(p - lo));
+  if (lo + over > p + len) ::munmap(p + len, static_cast<std::size_t>(lo + over - (p + len)));
+  if (::mprotect(p, page_, PROT_NONE) != 0) {
+    int err = errno;
+    ::munmap(p, len);
+    throw_stack_alloc_error(err, len);
+  }
+  return p;
+}
+
 void StackPool::map_slab() {
   std::size_t slots = std::max<std::size_t>(1, kSlabBytes / slot_size_);
   std::size_t len = page_ + slots * slot_size_;
-  char* p = map_guarded(len);
-  slabs_.emplace_back(p, len);
+  // Packed slots fill every page they touch, so huge pages cost them no
+  // memory, and they save the most: see "Huge pages" in stack_pool.hpp. Not
+  // the first slab, which a program with a few thousand fibers never leaves
+  // (it would pay 2 MiB for a few pages), and never where a huge page would
+  // be half empty: bigger small slots keep only their top page resident.
+  const bool huge = packed_ && !slabs_.empty() && kSlabBytes % kHugePage == 0;
+  char* p = huge ? map_guarded_huge(len) : map_guarded(len);
+  // Advice only: where the kernel has no transparent huge pages, or none
+  // free, the slab gets small pages as before.
+  if (huge) ::madvise(p + page_, len - page_, MADV_HUGEPAGE);
+  slabs_.push_back(Slab{p, len, huge});
   bump_ = p + page_;
   bump_end_ = p + len;
 }
@@ -196,7 +227,7 @@ std::size_t StackPool::take(Stack** out, std::size_t n) {
           map_slab();
         }
         lo[fresh] = bump_;
-        first[fresh++] = bump_ == slabs_.back().first + page_;
+        first[fresh++] = bump_ == slabs_.back().base + page_;
         bump_ += slot_size_;
         mapped_.fetch_add(1, std::memory_order_relaxed);
       }
@@ -288,19 +319,23 @@ std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
   std::sort(slots.begin(), slots.end());
   const std::size_t per_page = page_ / slot_size_;
   std::vector<Trimmed> trimmed;
-  std::size_t kept = 0;  // slots[0, kept): those that go back to the free list
+  std::vector<char*> pages;  // those that go back
+  std::size_t kept = 0;      // slots[0, kept): those that go back to the free list
   for (std::size_t i = 0; i < slots.size();) {
     char* page = top_page(slots[i]->lo);
     std::size_t j = i;
     while (j < slots.size() && top_page(slots[j]->lo) == page) ++j;
     if (j - i == per_page) {
       for (std::size_t k = i; k < j; ++k) trimmed.push_back(release_slot(slots[k]));
-      ::madvise(page, page_, MADV_DONTNEED);  // the headers too: they read as zeros now
+      pages.push_back(page);
     } else {
       while (i < j) slots[kept++] = slots[i++];
     }
     i = j;
   }
+  unadvise_huge(pages);
+  // The headers too: they read as zeros now.
+  for (char* page : pages) ::madvise(page, page_, MADV_DONTNEED);
   {
     std::lock_guard lock(mu_);
     trimmed_.insert(trimmed_.end(), trimmed.begin(), trimmed.end());
@@ -309,6 +344,29 @@ std::size_t StackPool::trim_packed(Stack* excess, std::size_t n) noexcept {
   }
   give(slots.data(), kept);
   return kept;
+}
+
+// A slab with a page to return gives up its huge pages first. Otherwise the
+// kernel's khugepaged, which collapses an advised range into a huge page
+// even where most of its small pages are missing, would bring the returned
+// pages back (as zeros, but resident). MADV_DONTNEED then splits the huge
+// page it falls in and frees just that page. Reused, the slab's trimmed
+// slots fault in small pages, as they always did.
+void StackPool::unadvise_huge(const std::vector<char*>& pages) noexcept {
+  std::vector<Slab*> huge;  // by address, to walk beside the sorted pages
+  for (Slab& s : slabs_)
+    if (s.huge) huge.push_back(&s);
+  std::sort(huge.begin(), huge.end(), [](Slab* a, Slab* b) { return a->base < b->base; });
+  std::size_t k = 0;
+  for (char* page : pages) {  // ascending (trim_packed sorts the slots)
+    while (k < huge.size() && huge[k]->base + huge[k]->len <= page) ++k;
+    if (k == huge.size()) return;
+    Slab& s = *huge[k];
+    if (page >= s.base && s.huge) {
+      ::madvise(s.base + page_, s.len - page_, MADV_NOHUGEPAGE);
+      s.huge = false;
+    }
+  }
 }
 
 }  // namespace chronos::detail

@@ -36,6 +36,25 @@
 // (fiber/populate.hpp) instead of a page fault each; the rest of a slot is
 // committed by the kernel on first touch, as the fiber grows into it.
 //
+// Huge pages. Packed slabs after a pool's first ask for transparent huge
+// pages (madvise MADV_HUGEPAGE), and are placed so that their slots fill
+// whole 2 MiB pages. On the development VM the first write to a fresh 4 KiB
+// page costs 4.8 us even after populating it (1.1 us): the hypervisor maps
+// each small page on its first touch. A huge page, populated whole, costs
+// 0.14 us per 4 KiB of it and 0.03 us at first touch (bench/
+// first_touch_bench, BM_Huge*). A million parked fibers on packed stacks
+// fill 2 GB of slabs, half a million pages: they started in 2.5-3.4 s and
+// now in 0.94-1.5 s (README, "Stacks"). Packed slots use every page of a
+// slab as they go, so a huge page costs them no memory (a slab is used
+// from the bottom up, and only the huge page being filled can be partly
+// unused); bigger small slots keep only their top page resident, and a
+// huge page would make them pay for all of it, so they keep small pages,
+// as does a pool's first slab (a few thousand fibers, which should not pay
+// 2 MiB for a few pages). Where the kernel has no huge pages to give, the
+// advice does nothing. A slab whose page goes back to the kernel (trim)
+// gives up the advice first, or khugepaged would collapse the range back
+// into a huge page, returned pages included.
+//
 // Pooling. take() and give() move batches between the pool's free list and a
 // worker's cache (sched/worker.hpp), under a mutex that a worker takes once per
 // batch, never per spawn. give() keeps everything; trim() returns the memory
@@ -144,9 +163,12 @@ class StackPool {
   // Undoes prepare() on a free small slot whose pages are about to go.
   Trimmed release_slot(Stack* s) noexcept;
   std::size_t trim_packed(Stack* excess, std::size_t n) noexcept;
+  // Before packed pages go back: no huge pages for their slabs any more.
+  void unadvise_huge(const std::vector<char*>& pages) noexcept;
   // The page holding a slot's top (its header and first frames).
   char* top_page(char* slot_lo) const noexcept;
   char* map_guarded(std::size_t len) const;
+  char* map_guarded_huge(std::size_t len) const;
   void map_normal(Stack** out);
   void map_slab();
   void unmap_normal(Stack* s) noexcept;
@@ -161,8 +183,13 @@ class StackPool {
   std::atomic<std::size_t> nfree_{0};   // written under mu_, read without it by trim()
   std::atomic<std::size_t> pinned_{0};  // see trim_due(); written under mu_
   std::vector<Trimmed> trimmed_;        // small slots whose pages were returned; header to rebuild
-  std::vector<std::pair<char*, std::size_t>> slabs_;  // small: every slab, for the destructor
-  char* bump_ = nullptr;  // small: next never-used slot in the newest slab
+  struct Slab {
+    char* base;  // the mapping: guard page, then the slots
+    std::size_t len;
+    bool huge;  // the slots are advised MADV_HUGEPAGE (see map_slab)
+  };
+  std::vector<Slab> slabs_;  // small: every slab (the destructor, trim)
+  char* bump_ = nullptr;     // small: next never-used slot in the newest slab
   char* bump_end_ = nullptr;
   std::vector<Stack*> normals_;  // normal: every mapped stack (Stack::pool_index is its place)
   std::atomic<std::size_t> mapped_{0};

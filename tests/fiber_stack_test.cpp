@@ -363,6 +363,70 @@ TEST(StackPool, TrimReturnsOnlyPackedPagesWhoseSlotsAreAllFree) {
   pool.give(in_use.data(), in_use.size());
 }
 
+// The VmFlags of the mapping that holds p ("hg": advised MADV_HUGEPAGE,
+// "nh": MADV_NOHUGEPAGE), or "unmapped".
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  bool in = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > 20) {
+      in = lo <= a && a < hi;  // a mapping's first line ("lo-hi perms ...")
+    } else if (in && line.rfind("VmFlags:", 0) == 0) {
+      return line.substr(8) + " ";
+    }
+  }
+  return "unmapped";
+}
+
+bool has_flag(const std::string& flags, const char* f) {
+  return flags.find(std::string(" ") + f + " ") != std::string::npos;
+}
+
+// Packed slots fill every page they use, so every slab after the first asks
+// for huge pages (stack_pool.hpp, "Huge pages"), placed so that its slots
+// fill whole 2 MiB pages. The first slab, all a small program ever uses,
+// keeps small pages. A slab that returns a page gives up its huge pages
+// first, so that the kernel does not collapse the page back in.
+TEST(StackPool, PackedSlabsAfterTheFirstAskForHugePagesUntilTheyReturnOne) {
+  if (vm_flags_of(&kPage).find("rd") == std::string::npos) GTEST_SKIP() << "no VmFlags in smaps";
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp) GTEST_SKIP() << "this kernel has no transparent huge pages";
+  StackPool pool(2048, true);
+  const std::size_t per_slab = (4u << 20) / 2048;
+  std::vector<Stack*> s(per_slab + 2 * StackPool::kMaxTake);
+  std::size_t got = 0;
+  while (got < s.size()) got += pool.take(s.data() + got, s.size() - got);
+  // Two slabs, the second begun in the order the slots were handed out; the
+  // first slot of each sits on the slab's guard page.
+  std::vector<char*> firsts;
+  for (Stack* f : s)
+    if (f->first_in_slab) firsts.push_back(f->lo);
+  ASSERT_EQ(firsts.size(), 2u);
+  char* const first = firsts[0];
+  char* const second = firsts[1];
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(second) % (2u << 20), 0u);
+  EXPECT_EQ(perms_of(second - 1), "---p");
+  EXPECT_TRUE(has_flag(vm_flags_of(second), "hg")) << vm_flags_of(second);
+  EXPECT_FALSE(has_flag(vm_flags_of(first), "hg")) << vm_flags_of(first);
+  for (Stack* f : s) EXPECT_TRUE(StackPool::canary_intact(f));
+  // Free and trim everything: the pages go back, the advice goes with them.
+  pool.give(s.data(), s.size());
+  EXPECT_EQ(pool.trim(0), s.size());
+  const std::string after = vm_flags_of(second);
+  EXPECT_FALSE(has_flag(after, "hg")) << after;
+  EXPECT_TRUE(has_flag(after, "nh")) << after;
+  EXPECT_FALSE(resident(second));
+  EXPECT_FALSE(resident(first));
+  // And the slots come back rebuilt, from the same two slabs.
+  got = 0;
+  while (got < s.size()) got += pool.take(s.data() + got, s.size() - got);
+  for (Stack* f : s) EXPECT_TRUE(StackPool::canary_intact(f));
+  EXPECT_EQ(pool.mapped_slots(), s.size());
+  pool.give(s.data(), s.size());
+}
+
 // take() reserves fresh slots under its lock and writes their headers after
 // it, so two workers refilling at once fault their pages in parallel. Every
 // slot must still be handed out once, with its header and canary in place,
@@ -516,6 +580,34 @@ TEST(FiberPool, ANewChunkIsCommittedWhole) {
   EXPECT_TRUE(resident(chunk + bytes / 2));
   EXPECT_TRUE(resident(chunk + bytes - 1));  // the last page
   pool.give(&f, 1);
+}
+
+// Past kOwnChunks chunks of their own, chunks are cut from 6 MiB arenas on a
+// 2 MiB boundary, advised MADV_HUGEPAGE (fiber_pool.hpp, "Huge pages"),
+// side by side; every TCB is still handed out once, constructed and free.
+TEST(FiberPool, LaterChunksAreCutFromHugePageArenas) {
+  if (vm_flags_of(&kPage).find("rd") == std::string::npos) GTEST_SKIP() << "no VmFlags in smaps";
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp) GTEST_SKIP() << "this kernel has no transparent huge pages";
+  FiberPool pool(nullptr);
+  const std::size_t per_chunk = FiberPool::kChunkFibers;
+  const std::size_t own = FiberPool::kOwnChunks * per_chunk;
+  std::vector<Fiber*> f(own + 3 * per_chunk);  // three chunks from the arena
+  std::size_t got = 0;
+  while (got < f.size()) got += pool.take(f.data() + got, f.size() - got);
+  EXPECT_EQ(pool.carved(), f.size());
+  EXPECT_EQ(std::set<Fiber*>(f.begin(), f.end()).size(), f.size());
+  for (Fiber* t : f) EXPECT_EQ(t->load_state(), FiberState::kDone);  // constructed, free
+  // The first chunk from the arena starts it, on a huge-page boundary; the
+  // next two follow it.
+  const auto* arena = reinterpret_cast<const char*>(f[own]);
+  const std::size_t chunk_bytes = per_chunk * sizeof(Fiber);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(arena) % (2u << 20), 0u);
+  EXPECT_EQ(reinterpret_cast<const char*>(f[own + per_chunk]), arena + chunk_bytes);
+  EXPECT_EQ(reinterpret_cast<const char*>(f[own + 2 * per_chunk]), arena + 2 * chunk_bytes);
+  EXPECT_TRUE(has_flag(vm_flags_of(arena), "hg")) << vm_flags_of(arena);
+  EXPECT_FALSE(has_flag(vm_flags_of(f[0]), "hg")) << vm_flags_of(f[0]);
+  pool.give(f.data(), f.size());
 }
 
 TEST(FiberPool, ConcurrentTakesFromAnEmptyPoolHandOutDistinctConstructedTcbs) {
