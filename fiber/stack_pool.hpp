@@ -42,9 +42,11 @@
 // page costs 4.8 us even after populating it (1.1 us): the hypervisor maps
 // each small page on its first touch. A huge page, populated whole, costs
 // 0.14 us per 4 KiB of it and 0.03 us at first touch (bench/
-// first_touch_bench, BM_Huge*). A million parked fibers on packed stacks
-// fill 2 GB of slabs, half a million pages: they started in 2.5-3.4 s and
-// now in 0.94-1.5 s (README, "Stacks"). Packed slots use every page of a
+// first_touch_bench, BM_Huge*), while the host still backs the memory
+// (on memory it must back again, 6-8 us either way). A million parked
+// fibers on packed stacks fill 2 GB of slabs, half a million pages: on such
+// memory they start in 0.5-0.7 s instead of 2.7-2.9 s (README, "Huge pages
+// for what a million fibers touch"). Packed slots use every page of a
 // slab as they go, so a huge page costs them no memory (a slab is used
 // from the bottom up, and only the huge page being filled can be partly
 // unused); bigger small slots keep only their top page resident, and a
