@@ -16,7 +16,6 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kChunkBytes = FiberPool::kChunkFibers * sizeof(Fiber);
-constexpr std::size_t kHugePage = 2u << 20;
 constexpr std::size_t kArenaBytes = 3 * kHugePage;  // 32 chunks of 192 KiB
 static_assert(kArenaBytes % kChunkBytes == 0, "an arena holds whole chunks");
 
@@ -51,20 +50,10 @@ char* FiberPool::map_chunk() {
     return static_cast<char*>(p);
   }
   if (arena_next_ == arena_end_) {
-    // Over-map by one huge page, keep the part that starts on a boundary.
-    const std::size_t over = kArenaBytes + kHugePage;
-    void* raw = ::mmap(nullptr, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) throw_map_error(errno, over);
-    char* lo = static_cast<char*>(raw);
-    auto at = (reinterpret_cast<std::uintptr_t>(lo) + kHugePage - 1) & ~(kHugePage - 1);
-    char* p = reinterpret_cast<char*>(at);
-    if (p > lo) ::munmap(lo, static_cast<std::size_t>(p - lo));
-    if (lo + over > p + kArenaBytes)
-      ::munmap(p + kArenaBytes, static_cast<std::size_t>(lo + over - (p + kArenaBytes)));
-    // Advice only: without huge pages to give, the kernel maps small ones.
-    ::madvise(p, kArenaBytes, MADV_HUGEPAGE);
-    arena_next_ = p;
-    arena_end_ = p + kArenaBytes;
+    void* p = map_for_huge_pages(kArenaBytes, 0, 0);
+    if (p == MAP_FAILED) throw_map_error(errno, kArenaBytes);
+    arena_next_ = static_cast<char*>(p);
+    arena_end_ = arena_next_ + kArenaBytes;
   }
   char* p = arena_next_;
   arena_next_ += kChunkBytes;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 
 #include "arch/sanitizer.hpp"
 
@@ -75,6 +76,22 @@ void populate_pages(const PageRange* ranges, std::size_t n) noexcept {
 
 bool populate_enabled() noexcept {
   return !arch::running_on_valgrind() && g_mode.load(std::memory_order_relaxed) != kOff;
+}
+
+void* map_for_huge_pages(std::size_t len, std::size_t lead, int flags) noexcept {
+  // Over-map by one huge page, keep the len bytes that put p + lead on a
+  // boundary, give back the rest.
+  const std::size_t over = len + kHugePage;
+  void* raw =
+      ::mmap(nullptr, over, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+  if (raw == MAP_FAILED) return MAP_FAILED;
+  char* lo = static_cast<char*>(raw);
+  auto at = (reinterpret_cast<std::uintptr_t>(lo) + lead + kHugePage - 1) & ~(kHugePage - 1);
+  char* p = reinterpret_cast<char*>(at) - lead;
+  if (p > lo) ::munmap(lo, static_cast<std::size_t>(p - lo));
+  if (lo + over > p + len) ::munmap(p + len, static_cast<std::size_t>(lo + over - (p + len)));
+  ::madvise(p + lead, len - lead, MADV_HUGEPAGE);
+  return p;
 }
 
 }  // namespace chronos::detail

@@ -1,5 +1,5 @@
 // fiber/populate.hpp: committing fresh pages in one system call instead of
-// one page fault each.
+// one page fault each, and mapping memory for huge pages.
 //
 // A fresh stack slot or TCB chunk is mapped lazily, and its first touch costs
 // a page fault per page. On a virtual machine that fault is the expensive way
@@ -42,6 +42,16 @@ struct PageRange {
 
 // At most kMaxPopulate ranges per call.
 void populate_pages(const PageRange* ranges, std::size_t n) noexcept;
+
+// Fresh read-write anonymous memory for huge pages: len bytes (plus `flags`,
+// MAP_NORESERVE say), placed so that [p + lead, p + len) starts on a
+// kHugePage boundary, and advised MADV_HUGEPAGE there. The advice is only
+// that: where the kernel has no transparent huge pages, or none free, it
+// maps small ones. Populated whole a huge page costs a fraction of its 512
+// small pages on a VM (stack_pool.hpp, "Huge pages"). MAP_FAILED (errno
+// set) if the mapping fails.
+void* map_for_huge_pages(std::size_t len, std::size_t lead, int flags) noexcept;
+inline constexpr std::size_t kHugePage = 2u << 20;  // x86-64's, and 4 KiB-page aarch64's
 // False where populate_pages is known to do nothing: under valgrind, or once
 // the kernel has refused both calls.
 bool populate_enabled() noexcept;

@@ -21,7 +21,6 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kSlabBytes = 4u << 20;  // small slots are carved from ~4 MiB slabs
-constexpr std::size_t kHugePage = 2u << 20;   // x86-64's (and 4 KiB-page aarch64's) PMD size
 
 std::size_t round_up(std::size_t n, std::size_t to) {
   return (n + to - 1) / to * to;
@@ -105,10 +104,13 @@ Stack* StackPool::prepare(char* slot_lo, bool first_in_slab) noexcept {
   return s;
 }
 
-// len bytes, committed lazily, whose first page is a PROT_NONE guard.
-char* StackPool::map_guarded(std::size_t len) const {
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+// len bytes, committed lazily, whose first page is a PROT_NONE guard. huge:
+// the bytes after the guard placed and advised for huge pages.
+char* StackPool::map_guarded(std::size_t len, bool huge) const {
+  constexpr int kFlags = MAP_NORESERVE | MAP_STACK;
+  void* p = huge ? map_for_huge_pages(len, page_, kFlags)
+                 : ::mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | kFlags, -1, 0);
   if (p == MAP_FAILED) throw_stack_alloc_error(errno, len);
   if (::mprotect(p, page_, PROT_NONE) != 0) {
     int err = errno;
@@ -121,7 +123,7 @@ char* StackPool::map_guarded(std::size_t len) const {
 // Called without mu_: the mmap, the mprotect and the header's page fault
 // happen outside it, and only the list of all stacks is edited under it.
 void StackPool::map_normal(Stack** out) {
-  char* p = map_guarded(page_ + slot_size_);
+  char* p = map_guarded(page_ + slot_size_, false);
   PageRange top{p + page_ + slot_size_ - page_, page_};  // the header's page (see take)
   populate_pages(&top, 1);
   Stack* s = prepare(p + page_, false);
@@ -151,27 +153,6 @@ void StackPool::unmap_normal(Stack* s) noexcept {
   mapped_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-// The same, placed so that the bytes after the guard start on a huge-page
-// boundary: a slab's slots then fill whole 2 MiB pages (kSlabBytes is a
-// multiple of them), which the kernel can back with huge pages.
-char* StackPool::map_guarded_huge(std::size_t len) const {
-  const std::size_t over = len + kHugePage;
-  void* raw = ::mmap(nullptr, over, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (raw == MAP_FAILED) throw_stack_alloc_error(errno, over);
-  char* lo = static_cast<char*>(raw);
-  auto slots = (reinterpret_cast<std::uintptr_t>(lo) + page_ + kHugePage - 1) & ~(kHugePage - 1);
-  char* p = reinterpret_cast<char*>(slots) - page_;
-  if (p > lo) ::munmap(lo, static_cast<std::size_t>(p - lo));
-  if (lo + over > p + len) ::munmap(p + len, static_cast<std::size_t>(lo + over - (p + len)));
-  if (::mprotect(p, page_, PROT_NONE) != 0) {
-    int err = errno;
-    ::munmap(p, len);
-    throw_stack_alloc_error(err, len);
-  }
-  return p;
-}
-
 void StackPool::map_slab() {
   std::size_t slots = std::max<std::size_t>(1, kSlabBytes / slot_size_);
   std::size_t len = page_ + slots * slot_size_;
@@ -181,10 +162,7 @@ void StackPool::map_slab() {
   // (it would pay 2 MiB for a few pages), and never where a huge page would
   // be half empty: bigger small slots keep only their top page resident.
   const bool huge = packed_ && !slabs_.empty() && kSlabBytes % kHugePage == 0;
-  char* p = huge ? map_guarded_huge(len) : map_guarded(len);
-  // Advice only: where the kernel has no transparent huge pages, or none
-  // free, the slab gets small pages as before.
-  if (huge) ::madvise(p + page_, len - page_, MADV_HUGEPAGE);
+  char* p = map_guarded(len, huge);
   slabs_.push_back(Slab{p, len, huge});
   bump_ = p + page_;
   bump_end_ = p + len;

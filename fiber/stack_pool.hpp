@@ -169,8 +169,7 @@ class StackPool {
   void unadvise_huge(const std::vector<char*>& pages) noexcept;
   // The page holding a slot's top (its header and first frames).
   char* top_page(char* slot_lo) const noexcept;
-  char* map_guarded(std::size_t len) const;
-  char* map_guarded_huge(std::size_t len) const;
+  char* map_guarded(std::size_t len, bool huge) const;
   void map_normal(Stack** out);
   void map_slab();
   void unmap_normal(Stack* s) noexcept;
