@@ -52,6 +52,7 @@ void populate_pages(const PageRange* ranges, std::size_t n) noexcept;
 // set) if the mapping fails.
 void* map_for_huge_pages(std::size_t len, std::size_t lead, int flags) noexcept;
 inline constexpr std::size_t kHugePage = 2u << 20;  // x86-64's, and 4 KiB-page aarch64's
+
 // False where populate_pages is known to do nothing: under valgrind, or once
 // the kernel has refused both calls.
 bool populate_enabled() noexcept;

@@ -21,6 +21,7 @@ namespace chronos::detail {
 namespace {
 
 constexpr std::size_t kSlabBytes = 4u << 20;  // small slots are carved from ~4 MiB slabs
+static_assert(kSlabBytes % kHugePage == 0, "a packed slab's slots fill whole huge pages");
 
 std::size_t round_up(std::size_t n, std::size_t to) {
   return (n + to - 1) / to * to;
@@ -161,7 +162,7 @@ void StackPool::map_slab() {
   // the first slab, which a program with a few thousand fibers never leaves
   // (it would pay 2 MiB for a few pages), and never where a huge page would
   // be half empty: bigger small slots keep only their top page resident.
-  const bool huge = packed_ && !slabs_.empty() && kSlabBytes % kHugePage == 0;
+  const bool huge = packed_ && !slabs_.empty();
   char* p = map_guarded(len, huge);
   slabs_.push_back(Slab{p, len, huge});
   bump_ = p + page_;
