@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include <cstddef>
-#include <cstdint>
 #include <cstdlib>
 
 #include "fiber/populate.hpp"
@@ -115,27 +114,23 @@ void BM_TouchWarm(benchmark::State& s) {
   run(s, Before::kTouch, Step::kTouch);
 }
 
-// One huge page's worth of fresh memory, advised MADV_HUGEPAGE, placed on a
-// 2 MiB boundary so that the kernel can back it with one huge page.
+// One huge page's worth of fresh memory, placed and advised by the helper
+// the pools use (fiber/populate.hpp), so that the kernel can back it with
+// one huge page.
 struct HugeRange {
-  static constexpr std::size_t kBytes = 2u << 20;
-  void* raw = nullptr;
   PageRange range{};
 
   HugeRange() {
-    raw = ::mmap(nullptr, 2 * kBytes, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (raw == MAP_FAILED) std::abort();
-    auto lo = (reinterpret_cast<std::uintptr_t>(raw) + kBytes - 1) & ~(kBytes - 1);
-    range = {reinterpret_cast<void*>(lo), kBytes};
-    ::madvise(range.lo, kBytes, MADV_HUGEPAGE);
+    void* p = chronos::detail::map_for_huge_pages(chronos::detail::kHugePage, 0, MAP_NORESERVE);
+    if (p == MAP_FAILED) std::abort();
+    range = {p, chronos::detail::kHugePage};
   }
-  ~HugeRange() { ::munmap(raw, 2 * kBytes); }
+  ~HugeRange() { ::munmap(range.lo, range.len); }
   HugeRange(const HugeRange&) = delete;
   HugeRange& operator=(const HugeRange&) = delete;
 
   void touch() {
-    for (std::size_t o = 0; o < kBytes; o += kPage) static_cast<volatile char*>(range.lo)[o] = 1;
+    for (std::size_t o = 0; o < range.len; o += kPage) static_cast<volatile char*>(range.lo)[o] = 1;
   }
 };
 
@@ -155,9 +150,9 @@ void run_huge(benchmark::State& state, Step step) {
     delete r;
     state.ResumeTiming();
   }
-  state.counters["per_page"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * (HugeRange::kBytes / kPage)),
-                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["per_page"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * (chronos::detail::kHugePage / kPage)),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   if (!chronos::detail::populate_enabled()) state.SetLabel("populate_pages is off here");
 }
 
