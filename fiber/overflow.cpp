@@ -1,4 +1,5 @@
-// fiber/overflow.cpp: the SIGSEGV handler behind fiber/overflow.hpp.
+// fiber/overflow.cpp: the SIGSEGV handler, the alternate signal stacks and
+// the move of other handlers onto them, behind fiber/overflow.hpp.
 #include "fiber/overflow.hpp"
 
 #include <signal.h>
@@ -135,16 +136,37 @@ void uninstall_overflow_handler() noexcept {
   ::sigaction(SIGBUS, &g_old_bus, nullptr);
 }
 
+int move_handlers_to_alt_stack() noexcept {
+  int moved = 0;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction sa;
+    // glibc keeps two signals for itself and answers EINVAL for them.
+    if (::sigaction(sig, nullptr, &sa) != 0 || (sa.sa_flags & SA_ONSTACK)) continue;
+    if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+      continue;  // no handler runs
+    sa.sa_flags |= SA_ONSTACK;
+    if (::sigaction(sig, &sa, nullptr) == 0) ++moved;
+  }
+  return moved;
+}
+
 AltSignalStack::AltSignalStack() {
-  size_ = 64 * 1024;  // ASan's and TSan's handlers need more than SIGSTKSZ
+  // 64 KiB: ASan's and TSan's handlers need more than SIGSTKSZ, and the
+  // program's own handlers run here too. A guard page below it turns a
+  // handler that overruns it into a fault (which, with no room left to
+  // report it, kills the process) instead of a write into a neighbour.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  size_ = 64 * 1024 + page;
   mem_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem_ == MAP_FAILED) {
     mem_ = nullptr;
     return;  // no alternate stack: an overflow then dies without the report
   }
+  ::mprotect(mem_, page, PROT_NONE);  // best effort
   stack_t ss{};
-  ss.ss_sp = mem_;
-  ss.ss_size = size_;
+  ss.ss_sp = static_cast<char*>(mem_) + page;
+  ss.ss_size = size_ - page;
   ::sigaltstack(&ss, nullptr);
 }
 

@@ -10,6 +10,17 @@
 // to stderr with async-signal-safe calls only, and aborts. Any other fault is
 // passed on to the handler that was installed before, or to the default one.
 // Small stacks are checked at switches instead (stack_pool.hpp).
+//
+// Every other signal handler must stay off fiber stacks too. The kernel
+// writes a signal frame on the stack the thread is running on, unless the
+// handler was installed with SA_ONSTACK and the thread has an alternate
+// stack; that frame holds the vector state (AT_MINSIGSTKSZ is 3,376 bytes
+// with AVX-512), more than a packed small stack holds in all (1,920 bytes),
+// and a small stack's slot has no guard page below it: the frame would land
+// in the neighbour's slot. So each worker has an AltSignalStack, and
+// move_handlers_to_alt_stack() adds SA_ONSTACK to every handler installed
+// when a runtime starts (a thread without an alternate stack, such as
+// main, still runs them on its own stack: the flag changes nothing there).
 #pragma once
 
 #include "fiber/tcb.hpp"
@@ -23,6 +34,13 @@ using CurrentFiberFn = Fiber* (*)() noexcept;
 // Process-wide and reference-counted: one per Runtime, the first installs.
 void install_overflow_handler(CurrentFiberFn current);
 void uninstall_overflow_handler() noexcept;
+
+// Adds SA_ONSTACK to every signal handler installed now that lacks it, the
+// handler, mask and other flags unchanged. Returns how many it moved. A
+// handler another thread installs at the same moment may be overwritten by
+// the one read here (sigaction has no compare-and-swap): the runtime calls
+// this from its constructor, before its workers run.
+int move_handlers_to_alt_stack() noexcept;
 
 // An alternate signal stack for the calling thread, for as long as it lives.
 class AltSignalStack {

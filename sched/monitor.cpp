@@ -111,7 +111,7 @@ void install_dump_handler(int sig) {
   if (installed == sig) return;
   struct sigaction sa {};
   sa.sa_handler = &on_dump_signal;
-  sa.sa_flags = SA_RESTART;
+  sa.sa_flags = SA_RESTART | SA_ONSTACK;  // never on a fiber's stack (fiber/overflow.hpp)
   sigemptyset(&sa.sa_mask);
   ::sigaction(sig, &sa, nullptr);
   installed = sig;

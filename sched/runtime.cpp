@@ -107,6 +107,9 @@ RuntimeImpl::RuntimeImpl(Config cfg)
       inject_(kInjectCapacity),
       cpus_(cpus_available()) {
   install_overflow_handler(&running_fiber);
+  // Before any worker runs a fiber: a handler that runs on a fiber's stack
+  // can overrun it (fiber/overflow.hpp).
+  move_handlers_to_alt_stack();
   set_coarse_now(now_ns());
   for (unsigned i = 0; i < cfg_.workers; ++i)
     workers_.push_back(std::make_unique<Worker>(this, i, cfg_.run_queue_capacity));

@@ -48,7 +48,7 @@ void Worker::run() {
   ::pthread_setname_np(::pthread_self(), name);
   rt->pin(index);
   set_current_worker(this);
-  AltSignalStack alt_stack;  // for the stack-overflow report
+  AltSignalStack alt_stack;  // SA_ONSTACK handlers run here (fiber/overflow.hpp)
   arch::sanitizer_init_thread(main.san);
   main.set_state(FiberState::kRunning, this);
   current = &main;

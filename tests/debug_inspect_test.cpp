@@ -529,6 +529,43 @@ TEST(DumpSignal, WritesTheDumpToStderrAndCarriesOn) {
   EXPECT_EQ(h.join(), 5);
 }
 
+// The dump signal may land on a worker while it runs a fiber on a packed
+// 2 KiB stack: its handler runs on the worker's alternate stack, so the
+// fiber's slot and its neighbours come through (fiber/overflow.hpp).
+TEST(DumpSignal, LandingOnAPackedFiberLeavesItsStackAlone) {
+  chronos::Config c = quiet(1);
+  c.dump_signal = SIGUSR2;
+  c.small_stack_size = 2048;
+  chronos::Runtime rt(c);
+  struct sigaction sa {};
+  ASSERT_EQ(::sigaction(SIGUSR2, nullptr, &sa), 0);
+  EXPECT_TRUE(sa.sa_flags & SA_ONSTACK);
+  testing::internal::CaptureStderr();
+  const int sum = rt.block_on([] {
+    chronos::Channel<int> gate;
+    std::vector<chronos::JoinHandle<int>> mates;
+    for (int i = 0; i < 4; ++i)
+      mates.push_back(chronos::go(chronos::SpawnOptions{.small_stack = true},
+                                  [&gate] { return gate.recv().value_or(-100); }));
+    auto h = chronos::go(chronos::SpawnOptions{.small_stack = true}, [] {
+      for (int i = 0; i < 3; ++i) {
+        ::pthread_kill(::pthread_self(), SIGUSR2);
+        chronos::yield();  // checks this slot's canary and its neighbour's
+      }
+      return 1;
+    });
+    int total = h.join();
+    for (int i = 0; i < 4; ++i) gate.send(i);
+    for (auto& m : mates) total += m.join();
+    return total;
+  });
+  std::this_thread::sleep_for(300ms);  // the monitor writes the dump within a tick
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(sum, 1 + 0 + 1 + 2 + 3);
+  EXPECT_NE(err.find("chronos: fiber dump on signal"), std::string::npos) << err;
+  EXPECT_EQ(err.find("stack overflow"), std::string::npos) << err;
+}
+
 TEST(DebugConfig, EnvironmentIsParsedAndBadValuesAreClearErrors) {
   ::setenv("CHRONOS_DUMP_SIGNAL", "NOT-A-SIGNAL", 1);
   try {

@@ -7,6 +7,18 @@
 #include <cstddef>
 #include <cstdlib>
 
+// CHRONOS_TEST_TSAN: 1 under ThreadSanitizer, which delivers signals late.
+#if defined(__SANITIZE_THREAD__)
+#define CHRONOS_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHRONOS_TEST_TSAN 1
+#endif
+#endif
+#ifndef CHRONOS_TEST_TSAN
+#define CHRONOS_TEST_TSAN 0
+#endif
+
 namespace chronos::test {
 
 inline std::size_t scale() {

@@ -50,6 +50,10 @@ struct RuntimeStats {
 
 class CHRONOS_API Runtime {
  public:
+  // Starts the workers. Also adds SA_ONSTACK to every signal handler already
+  // installed, so that it runs on a worker's alternate signal stack and not
+  // on the small stack of the fiber it interrupts (README, "Stacks"); install
+  // later handlers with SA_ONSTACK yourself.
   explicit Runtime(Config config = {});
   ~Runtime();
   Runtime(const Runtime&) = delete;

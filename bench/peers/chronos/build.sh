@@ -4,12 +4,13 @@
 #
 #   PEER_PATH=$PWD/bench/peers/chronos ../shared/peers/run.sh yield spawn skynet
 #
-# Configures this checkout in Release into build/ (tests and examples off,
-# benchmarks on), builds the targets peer_yield, peer_spawn, peer_skynet and peer_idle
-# (bench/CMakeLists.txt, sources in src/), copies them to bin/yield,
-# bin/spawn and bin/skynet, and writes bin/version.txt. Installs the Debian
-# packages it needs when missing. Works offline. JOBS (default 2) sets the
-# build parallelism.
+# Configures this checkout in Release into build/ (tests off, benchmarks on),
+# builds the targets peer_yield, peer_spawn, peer_skynet, peer_idle and
+# peer_pingpong (bench/CMakeLists.txt, sources in src/) and the example
+# chronos_echo_server, copies them to bin/yield, bin/spawn, bin/skynet,
+# bin/idle, bin/pingpong and bin/echo-server, and writes bin/version.txt.
+# Installs the Debian packages it needs when missing. Works offline. JOBS
+# (default 2) sets the build parallelism.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT=$(cd ../../.. && pwd)
