@@ -7,6 +7,7 @@
 // non-blocking from birth, so the first attempt costs no wait at all when
 // data or room is there.
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -70,14 +71,38 @@ bool await(Descriptor* d, detail::Direction dir, std::int64_t deadline, std::err
   return false;
 }
 
+// The interface index of an IPv6 zone ("eth0" or "2"), or 0 if there is none.
+unsigned zone_index(std::string_view zone) {
+  if (zone.empty() || zone.size() >= IF_NAMESIZE) return 0;
+  char name[IF_NAMESIZE];
+  std::memcpy(name, zone.data(), zone.size());
+  name[zone.size()] = '\0';
+  unsigned index = 0;
+  for (char c : zone) {
+    if (c < '0' || c > '9') return ::if_nametoindex(name);  // a name: 0 if there is no such
+    if (index > 100'000'000) return 0;
+    index = index * 10 + static_cast<unsigned>(c - '0');
+  }
+  return index;
+}
+
+// A numeric address, bracketed or not, an IPv6 one with its zone if it has
+// one ("fe80::1%eth0": the interface a link-local address is on).
 bool parse_into(std::string_view ip, std::uint16_t port, Endpoint& out) {
   char buf[INET6_ADDRSTRLEN + 2];
   if (ip.size() >= 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
+  std::string_view zone;
+  bool zoned = false;
+  if (std::size_t pct = ip.find('%'); pct != std::string_view::npos) {
+    zone = ip.substr(pct + 1);
+    ip = ip.substr(0, pct);
+    zoned = true;
+  }
   if (ip.size() >= sizeof buf) return false;
   std::memcpy(buf, ip.data(), ip.size());
   buf[ip.size()] = '\0';
   sockaddr_in v4{};
-  if (::inet_pton(AF_INET, buf, &v4.sin_addr) == 1) {
+  if (!zoned && ::inet_pton(AF_INET, buf, &v4.sin_addr) == 1) {
     v4.sin_family = AF_INET;
     v4.sin_port = htons(port);
     std::memcpy(out.data(), &v4, sizeof v4);
@@ -88,6 +113,7 @@ bool parse_into(std::string_view ip, std::uint16_t port, Endpoint& out) {
   if (::inet_pton(AF_INET6, buf, &v6.sin6_addr) == 1) {
     v6.sin6_family = AF_INET6;
     v6.sin6_port = htons(port);
+    if (zoned && (v6.sin6_scope_id = zone_index(zone)) == 0) return false;
     std::memcpy(out.data(), &v6, sizeof v6);
     out.resize(sizeof v6);
     return true;
@@ -101,7 +127,12 @@ std::vector<Endpoint> resolve(std::string_view host, std::uint16_t port, int soc
                               std::error_code& ec) {
   std::vector<Endpoint> out(1);
   if (host.empty() || host == "*") host = "0.0.0.0";
-  if (host == "localhost") host = "127.0.0.1";
+  if (host == "localhost") {  // both loopbacks, IPv4 first: bind() takes the first
+    out.resize(2);
+    parse_into("127.0.0.1", port, out[0]);
+    parse_into("::1", port, out[1]);
+    return out;
+  }
   if (parse_into(host, port, out[0])) return out;
   out.clear();
   std::string name(host);
@@ -197,7 +228,14 @@ std::string Endpoint::address() const {
   if (sa->sa_family == AF_INET) {
     ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(sa)->sin_addr, buf, sizeof buf);
   } else {
-    ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr, buf, sizeof buf);
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
+    if (v6->sin6_scope_id != 0) {  // the zone, by name if it has one
+      char name[IF_NAMESIZE];
+      return std::string(buf) + "%" +
+             (::if_indextoname(v6->sin6_scope_id, name) ? std::string(name)
+                                                        : std::to_string(v6->sin6_scope_id));
+    }
   }
   return buf;
 }
@@ -260,6 +298,9 @@ TcpStream TcpStream::connect(std::string_view host, std::uint16_t port,
   ec.clear();
   const std::int64_t deadline = deadline_after(timeout);
   std::vector<Endpoint> addrs = resolve(host, port, SOCK_STREAM, ec);
+  // Each address in turn; if none connects, the first one's error (as Go's
+  // dialer reports), not that of a fallback the host may not even have.
+  std::error_code first;
   for (const Endpoint& a : addrs) {
     std::chrono::nanoseconds left{};
     if (deadline != detail::kNoDeadline) {
@@ -272,7 +313,9 @@ TcpStream TcpStream::connect(std::string_view host, std::uint16_t port,
     ec.clear();
     TcpStream s = connect(a, left, ec);
     if (!ec) return s;
+    if (!first) first = ec;
   }
+  if (first && ec != std::errc::timed_out) ec = first;
   return TcpStream();
 }
 

@@ -58,13 +58,15 @@ namespace net {
 class CHRONOS_API Endpoint {
  public:
   Endpoint() = default;
-  // A numeric address ("127.0.0.1", "::1"); std::invalid_argument otherwise.
+  // A numeric address ("127.0.0.1", "::1", "[::1]"), an IPv6 one with its
+  // zone if it is scoped ("fe80::1%eth0", or "%2" by interface index);
+  // std::invalid_argument otherwise, an unknown zone included.
   static Endpoint parse(std::string_view ip, std::uint16_t port);
 
-  std::string address() const;  // numeric
+  std::string address() const;  // numeric, with the zone by name: "fe80::1%eth0"
   std::uint16_t port() const noexcept;
   bool is_v6() const noexcept;
-  std::string to_string() const;  // "1.2.3.4:80", "[::1]:80"
+  std::string to_string() const;  // "1.2.3.4:80", "[::1]:80", "[fe80::1%eth0]:80"
 
   // The raw sockaddr, for interop.
   const void* data() const noexcept { return storage_; }
@@ -90,9 +92,10 @@ class CHRONOS_API TcpStream {
   TcpStream& operator=(const TcpStream&) = delete;
   ~TcpStream();
 
-  // Resolves host (numeric addresses directly, names with getaddrinfo on the
-  // blocking pool, off the workers) and connects to the first address that
-  // accepts. timeout zero: no limit (beyond the kernel's own).
+  // Resolves host (numeric addresses directly, "localhost" to 127.0.0.1 and
+  // then ::1, names with getaddrinfo on the blocking pool, off the workers)
+  // and connects to the first address that accepts; if none does, the error
+  // is the first address's. timeout zero: no limit (beyond the kernel's own).
   static TcpStream connect(std::string_view host, std::uint16_t port,
                            std::chrono::nanoseconds timeout = {});
   static TcpStream connect(std::string_view host, std::uint16_t port,
@@ -147,8 +150,10 @@ class CHRONOS_API TcpListener {
   TcpListener& operator=(const TcpListener&) = delete;
   ~TcpListener();
 
-  // host: a numeric address, a name, or "" for every IPv4 address. Port 0
-  // picks a free port (see local_endpoint()).
+  // host: a numeric address, a name ("localhost" is 127.0.0.1), "" for every
+  // IPv4 address, or "::" for every IPv6 and IPv4 one (IPv4 peers then show
+  // as "::ffff:a.b.c.d", unless net.ipv6.bindv6only is set). Port 0 picks a
+  // free port (see local_endpoint()).
   static TcpListener bind(std::string_view host, std::uint16_t port, int backlog = 1024);
 
   // Waits for the next connection. When the process is out of fds (EMFILE,
