@@ -252,7 +252,7 @@ void note_signal_stack(int) {
 }
 
 // The permissions of the mapping that ends at `end`, from /proc/self/maps.
-std::string perms_of_mapping_ending_at(std::uintptr_t end) {
+[[maybe_unused]] std::string perms_of_mapping_ending_at(std::uintptr_t end) {
   std::ifstream maps("/proc/self/maps");
   std::string line;
   while (std::getline(maps, line)) {
