@@ -101,6 +101,7 @@ std::string describe(const std::exception_ptr& e) {
 
 RuntimeImpl::RuntimeImpl(Config cfg)
     : cfg_(normalize(std::move(cfg))),
+      born_in_((watch_forks(), fork_generation())),
       fibers_(this),
       normal_pool_(cfg_.stack_size, false),
       small_pool_(cfg_.small_stack_size, true),
@@ -135,7 +136,16 @@ RuntimeImpl::~RuntimeImpl() {
   uninstall_overflow_handler();
 }
 
+void RuntimeImpl::check_not_forked(const char* what) const {
+  if (forked_away()) [[unlikely]]
+    throw std::logic_error(std::string("chronos: ") + what +
+                           " in a process forked from the one that started this runtime: "
+                           "none of its threads exist here (start a new Runtime in the child, "
+                           "or fork before starting one)");
+}
+
 Fiber* RuntimeImpl::spawn_external(const SpawnOptions& opts, const PayloadOps* ops, void* src) {
+  check_not_forked("Runtime::spawn()");
   if (opts.priority > 15)
     throw std::invalid_argument("chronos: SpawnOptions::priority must be 0-15, got " +
                                 std::to_string(opts.priority));
@@ -540,6 +550,12 @@ namespace chronos {
 
 Runtime::Runtime(Config config) : impl_(std::make_unique<detail::RuntimeImpl>(std::move(config))) {}
 Runtime::~Runtime() {
+  if (impl_->forked_away()) {
+    // A forked child: the workers to stop and join are the parent's. Keep
+    // the copy, out of the list that dumps and the monitor walk.
+    detail::retire_forked(impl_.release());
+    return;
+  }
   impl_->shutdown();
   if (std::size_t n = impl_->unreleased_fibers(); n > 0) {
     // JoinHandles that outlive their runtime still point into its stack pools.
@@ -552,6 +568,7 @@ Runtime::~Runtime() {
   }
 }
 void Runtime::shutdown() {
+  impl_->check_not_forked("Runtime::shutdown()");
   impl_->shutdown();
 }
 unsigned Runtime::workers() const noexcept {
@@ -562,6 +579,7 @@ RuntimeStats Runtime::stats() const {
 }
 
 void Runtime::check_block_on() const {
+  impl_->check_not_forked("Runtime::block_on()");
   detail::Worker* w = detail::current_worker();
   if (w && w->current != &w->main)
     throw std::logic_error(

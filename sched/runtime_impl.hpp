@@ -16,6 +16,7 @@
 #include "fiber/stack_pool.hpp"
 #include "sched/inject_queue.hpp"
 #include "sched/poller.hpp"
+#include "sched/registry.hpp"
 #include "sched/timer.hpp"
 #include "sched/worker.hpp"
 
@@ -140,6 +141,11 @@ class RuntimeImpl {
   bool all_asleep() const noexcept;
   bool accepting() const noexcept { return accepting_.load(std::memory_order_relaxed); }
   std::uint64_t activity() const noexcept;
+  // True in a process forked from the one that made this runtime, where none
+  // of its threads exist (sched/registry.hpp, "fork()").
+  bool forked_away() const noexcept { return fork_generation() != born_in_; }
+  // Throws std::logic_error naming `what` if forked_away().
+  void check_not_forked(const char* what) const;
   pthread_t worker_thread(unsigned i) { return threads_[i].native_handle(); }
 
   // The execution trace (sched/trace.hpp), or null when off.
@@ -160,6 +166,7 @@ class RuntimeImpl {
   int unwind_parked();
 
   const Config cfg_;
+  const std::uint32_t born_in_;  // fork_generation() at construction
   FiberPool fibers_;
   StackPool normal_pool_;
   StackPool small_pool_;

@@ -1,10 +1,14 @@
 // tests/sched_runtime_test.cpp: the Runtime: spawning from plain threads,
 // shutdown, unobserved exceptions, exactly-once under stress.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chronos/chronos.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -296,6 +300,67 @@ TEST(Runtime, AFiberCanJoinAFiberOfAnotherRuntime) {
     return h.join() + 1;  // parks a's fiber; b's exit wakes it back on a
   });
   EXPECT_EQ(r, 10);
+}
+
+// fork() with a runtime running: in the child only the forking thread
+// exists, none of the runtime's workers. Using the parent's runtime there is
+// a clear error instead of a wait for workers that are not there, its
+// destructor lets it go instead of joining them, and the child can start a
+// runtime of its own. The parent's runtime carries on.
+int use_parents_runtime_in_child(std::unique_ptr<Runtime>& rt) {
+  auto names_fork = [](const std::logic_error& e, const char* call) {
+    const std::string m = e.what();
+    return m.find(call) != std::string::npos &&
+           m.find("in a process forked from the one that started this runtime") !=
+               std::string::npos;
+  };
+  int code = 0;
+  try {
+    rt->block_on([] { return 2; });
+    code = 10;
+  } catch (const std::logic_error& e) {
+    if (!names_fork(e, "Runtime::block_on()")) code = 11;
+  }
+  try {
+    rt->spawn([] {}).detach();
+    code = 12;
+  } catch (const std::logic_error& e) {
+    if (!names_fork(e, "Runtime::spawn()")) code = 13;
+  }
+  try {
+    rt->shutdown();
+    code = 14;
+  } catch (const std::logic_error& e) {
+    if (!names_fork(e, "Runtime::shutdown()")) code = 15;
+  }
+  rt.reset();           // must return: the threads it would join are the parent's
+#if !CHRONOS_TEST_TSAN  // TSan stops a multithreaded process's child from starting threads
+  Runtime own{Config{.workers = 2}};
+  if (own.block_on([] { return chronos::go([] { return 40; }).join() + 2; }) != 42) code = 16;
+#endif
+  return code;
+}
+
+TEST(Runtime, AForkedChildCannotUseItsParentsRuntimeButCanStartItsOwn) {
+  auto rt = std::make_unique<Runtime>(Config{.workers = 2});
+  EXPECT_EQ(rt->block_on([] { return 1; }), 1);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) ::_exit(use_parents_runtime_in_child(rt));
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 3000 && done == 0; ++i) {  // 30 s: a hang is a failure, not a stuck test
+    done = ::waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the child hung using its parent's runtime";
+  }
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "see use_parents_runtime_in_child for the code";
+  EXPECT_EQ(rt->block_on([] { return 3; }), 3);
 }
 
 }  // namespace
