@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -32,30 +31,13 @@ TEST(NetUdp, SendToRecvFrom) {
   rt.block_on([] {
     UdpSocket a = UdpSocket::bind("127.0.0.1", 0);
     UdpSocket b = UdpSocket::bind("127.0.0.1", 0);
-    const Endpoint to_b = Endpoint::parse("127.0.0.1", b.local_endpoint().port());
+    EXPECT_EQ(b.local_endpoint().address(), "127.0.0.1");
     const int n = 100;
-    auto receiver = chronos::go([&] {
-      int good = 0;
-      std::byte buf[2048], want[512];
-      for (int i = 0; i < n; ++i) {
-        Endpoint from;
-        std::size_t len = b.recv_from(buf, from);  // parks until a datagram arrives
-        chronos::test::fill_message(want, 7, static_cast<std::uint64_t>(i));
-        if (len == sizeof want && std::memcmp(buf, want, len) == 0 &&
-            from.port() == a.local_endpoint().port() && from.address() == "127.0.0.1")
-          ++good;
-        b.send_to({buf, 1}, from);  // ack: keeps the sender from overrunning the buffer
-      }
-      return good;
-    });
-    std::byte msg[512], ack[1];
-    for (int i = 0; i < n; ++i) {
-      chronos::test::fill_message(msg, 7, static_cast<std::uint64_t>(i));
-      EXPECT_EQ(a.send_to(msg, to_b), sizeof msg);
-      Endpoint from;
-      EXPECT_EQ(a.recv_from(ack, from), 1u);
-    }
-    EXPECT_EQ(receiver.join(), n);
+    const chronos::test::UdpTally t = chronos::test::udp_round_trips(a, b, n, 512, 7);
+    EXPECT_EQ(t.sent, n);
+    EXPECT_EQ(t.delivered, n);
+    EXPECT_EQ(t.acked, n);
+    std::byte ack[1];
     a.set_read_timeout(20ms);
     Endpoint from;
     std::error_code ec;

@@ -7,6 +7,7 @@
 #include <chronos/chronos.hpp>
 #include <chronos/net.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -55,6 +56,43 @@ inline void fill_message(std::span<std::byte> buf, std::uint64_t conn, std::uint
     x *= 0x94D049BB133111EBull;
     b = static_cast<std::byte>(x >> 56);
   }
+}
+
+// What udp_round_trips counted: each should be the number of datagrams.
+struct UdpTally {
+  int sent = 0;       // send_to took the whole datagram
+  int delivered = 0;  // b got it intact, from a's address and port
+  int acked = 0;      // a got b's one-byte ack, from b's address and port
+};
+
+// n datagrams of `size` bytes (fill_message(stream, i)) from a to b; b acks
+// each with one byte, which keeps a from overrunning b's buffer. Call from a
+// fiber.
+inline UdpTally udp_round_trips(net::UdpSocket& a, net::UdpSocket& b, int n, std::size_t size,
+                                std::uint64_t stream) {
+  const net::Endpoint to_b = b.local_endpoint(), from_a = a.local_endpoint();
+  UdpTally t;
+  auto receiver = go([&] {
+    std::vector<std::byte> buf(size + 512), want(size);
+    for (int i = 0; i < n; ++i) {
+      net::Endpoint from;
+      const std::size_t len = b.recv_from(buf, from);  // parks until a datagram arrives
+      fill_message(want, stream, static_cast<std::uint64_t>(i));
+      t.delivered += len == size && std::equal(want.begin(), want.end(), buf.begin()) &&
+                     from.to_string() == from_a.to_string();
+      b.send_to({buf.data(), 1}, from);
+    }
+  });
+  std::vector<std::byte> msg(size);
+  std::byte ack[1];
+  for (int i = 0; i < n; ++i) {
+    fill_message(msg, stream, static_cast<std::uint64_t>(i));
+    t.sent += a.send_to(msg, to_b) == size;
+    net::Endpoint from;
+    t.acked += a.recv_from(ack, from) == 1 && from.to_string() == to_b.to_string();
+  }
+  receiver.join();
+  return t;
 }
 
 // Echoes everything it reads until the peer closes.
