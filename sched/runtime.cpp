@@ -421,18 +421,24 @@ std::int64_t RuntimeImpl::live() const noexcept {
 }
 
 int RuntimeImpl::unwind_parked() {
-  // Quiescent: no fiber runs, none is queued, and nothing outside can wake the
-  // parked ones. Claim every parked fiber first (Waiting -> Ready, the same
-  // CAS a waker uses), marking it to unwind, and only then let any run: a
-  // fiber unwinding early must not resume one of the others normally.
+  // Every worker asleep, no fiber queued, no timer armed: whatever is parked
+  // now waits on something only another fiber, the kernel (an fd becoming
+  // ready) or a blocking-pool thread could end. The last two can still fire
+  // while this sweep runs, so each fiber is won with the waker's own CAS
+  // (Waiting -> Ready) and nothing else of it is read or written before the
+  // CAS succeeds: a fiber the reactor wins runs on a worker meanwhile, and
+  // writes its TCB as it exits. A won fiber is ours until queued: mark it to
+  // unwind, then queue them all at once, so that one unwinding early cannot
+  // resume another normally. A free TCB reads Done, so every slot is visited
+  // by its state word alone.
   std::vector<Fiber*> parked;
   auto visit = [](Fiber* f, void* out) {
     if (f->load_state() != FiberState::kWaiting) return;
-    f->unwinding = true;
-    if (claim(f, FiberState::kReady, nullptr))  // (waits out a dump's hold)
-      static_cast<std::vector<Fiber*>*>(out)->push_back(f);
+    if (!claim(f, FiberState::kReady, nullptr)) return;  // (waits out a dump's hold)
+    f->unwinding = true;  // published to its worker by inject_batch's release
+    static_cast<std::vector<Fiber*>*>(out)->push_back(f);
   };
-  fibers_.for_each_fiber(visit, &parked);
+  fibers_.for_each_slot(visit, &parked);
   inject_batch(parked.data(), parked.size());
   return static_cast<int>(parked.size());
 }

@@ -1,6 +1,7 @@
 // tests/net/tcp_error_test.cpp: resets, half-closes, closing an fd under a
 // parked fiber, read deadlines, and runtime shutdown with sockets open.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,12 +13,15 @@
 #include <chronos/chronos.hpp>
 #include <chronos/net.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <stop_token>
+#include <thread>
 #include <vector>
 
 #include "../test_util.hpp"
@@ -311,6 +315,70 @@ TEST(NetTcp, ShutdownWithOpenConnectionsReleasesEveryFd) {
   }  // shutdown unwinds every parked fiber; their sockets close
   EXPECT_EQ(unwound.load(), conns);
   EXPECT_EQ(chronos::test::open_fds(), fds_before);
+}
+
+// Peers that close while the runtime shuts down: each server fiber is parked
+// on a read that the kernel makes ready at some moment during shutdown, so
+// shutdown's sweep of parked fibers races the reactor waking the same
+// fibers. Exactly one of the two may resume each fiber (the claim CAS), and
+// the loser must not touch it. Every fiber ends exactly once, by EOF or by
+// being unwound, and every fd is released. (TSan checks that the sweep reads
+// nothing a running fiber writes; the window is microseconds wide, so the
+// close moves across it round by round.)
+TEST(NetTcp, ShutdownRacingPeersThatCloseEndsEveryFiberOnce) {
+  const int fds_before = chronos::test::open_fds();
+  const int rounds = static_cast<int>(std::max<std::size_t>(chronos::test::scaled(400), 100));
+  const int conns = 16;
+  int eofs = 0;
+  for (int r = 0; r < rounds; ++r) {
+    std::atomic<int> ended{0}, saw_eof{0};
+    std::vector<int> peers;  // plain blocking sockets, closed by a plain thread
+    std::atomic<bool> go_close{false};
+    std::thread closer;
+    {
+      Runtime rt{Config{.workers = 2}};
+      closer = std::thread([&, delay = std::chrono::microseconds((r * 7) % 150)] {
+        go_close.wait(false);
+        const auto at = std::chrono::steady_clock::now() + delay;  // spun, not slept: finer
+        while (std::chrono::steady_clock::now() < at) {
+        }
+        for (int fd : peers) ::close(fd);
+      });
+      rt.block_on([&] {
+        struct Release {  // starts the closer as this fiber ends (a failed ASSERT too)
+          std::atomic<bool>& flag;
+          ~Release() {
+            flag.store(true);
+            flag.notify_one();
+          }
+        } release{go_close};
+        TcpListener l = TcpListener::bind("127.0.0.1", 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(l.local_endpoint().port());
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        for (int i = 0; i < conns; ++i) {
+          const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          ASSERT_GE(fd, 0);
+          peers.push_back(fd);
+          ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to), 0);
+          chronos::go([c = l.accept(), &ended, &saw_eof]() mutable {
+            struct Count {
+              std::atomic<int>& n;
+              ~Count() { n.fetch_add(1); }
+            } count{ended};
+            std::byte buf[16];
+            if (c.read(buf) == 0) saw_eof.fetch_add(1);
+          }).detach();
+        }
+      });
+    }  // shuts down while the peers close
+    closer.join();
+    ASSERT_EQ(ended.load(), conns) << "round " << r;
+    eofs += saw_eof.load();
+  }
+  EXPECT_EQ(chronos::test::open_fds(), fds_before);
+  std::printf("%d of %d fibers read EOF before shutdown unwound them\n", eofs, rounds * conns);
 }
 
 }  // namespace
