@@ -136,8 +136,7 @@ void uninstall_overflow_handler() noexcept {
   ::sigaction(SIGBUS, &g_old_bus, nullptr);
 }
 
-int move_handlers_to_alt_stack() noexcept {
-  int moved = 0;
+void move_handlers_to_alt_stack() noexcept {
   for (int sig = 1; sig < NSIG; ++sig) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     struct sigaction sa;
@@ -146,9 +145,8 @@ int move_handlers_to_alt_stack() noexcept {
     if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
       continue;  // no handler runs
     sa.sa_flags |= SA_ONSTACK;
-    if (::sigaction(sig, &sa, nullptr) == 0) ++moved;
+    ::sigaction(sig, &sa, nullptr);  // best effort, like the sweep itself
   }
-  return moved;
 }
 
 AltSignalStack::AltSignalStack() {

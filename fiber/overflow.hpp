@@ -36,11 +36,11 @@ void install_overflow_handler(CurrentFiberFn current);
 void uninstall_overflow_handler() noexcept;
 
 // Adds SA_ONSTACK to every signal handler installed now that lacks it, the
-// handler, mask and other flags unchanged. Returns how many it moved. A
-// handler another thread installs at the same moment may be overwritten by
-// the one read here (sigaction has no compare-and-swap): the runtime calls
-// this from its constructor, before its workers run.
-int move_handlers_to_alt_stack() noexcept;
+// handler, mask and other flags unchanged. A handler another thread installs
+// at the same moment may be overwritten by the one read here (sigaction has
+// no compare-and-swap): the runtime calls this from its constructor, before
+// its workers run.
+void move_handlers_to_alt_stack() noexcept;
 
 // An alternate signal stack for the calling thread, for as long as it lives.
 class AltSignalStack {
