@@ -60,6 +60,9 @@ bool BlockingPool::commit(void* arg, Fiber*) {
 }
 
 void BlockingPool::submit(Job* j) noexcept {
+  // relaxed: the parking worker's next idle (a seq_cst RMW of the sleeper
+  // count) publishes it to shutdown, which reads it after that count.
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lock(mu_);
     j->next = nullptr;
@@ -80,6 +83,7 @@ bool BlockingPool::withdraw(Job* j) noexcept {
     (prev ? prev->next : head_) = p->next;
     if (tail_ == p) tail_ = prev;
     --queued_;
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);  // owes no wake-up now
     return true;
   }
   return false;  // not queued yet: cannot happen once parked; be safe
@@ -111,6 +115,8 @@ void BlockingPool::loop() {
     j->fn(j->arg);
     Fiber* f = j->fiber;
     wake(nullptr, f);
+    // release: whoever reads the smaller count sees the fiber queued.
+    in_flight_.fetch_sub(1, std::memory_order_release);
     j->state.store(Job::kDone, std::memory_order_release);  // see await_done
     lock.lock();
   }

@@ -15,6 +15,9 @@
 //   frame only once it has seen kDone (or withdrew the job while kQueued), so
 //   a pool thread never writes to a frame that is gone, even when runtime
 //   shutdown unwinds the fiber while its job runs.
+// * in_flight() counts the jobs queued or running; runtime shutdown waits for
+//   it to reach 0 (see Poller::wakeups_owed), so a fiber waiting on a job is
+//   never unwound as if parked forever.
 // * At most max_threads threads, started on demand, joined by the destructor.
 #pragma once
 
@@ -52,6 +55,11 @@ class BlockingPool {
   // job was withdrawn or has finished).
   void run(Job& job);
 
+  // Jobs queued or running: each owes its parked fiber a wake-up. Counted
+  // when queued (by the parking worker's commit, before that worker can next
+  // go idle) and dropped after the wake-up; acquire pairs with that release.
+  std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+
  private:
   static bool commit(void* arg, Fiber* self);
   void submit(Job* j) noexcept;
@@ -67,6 +75,7 @@ class BlockingPool {
   unsigned idle_ = 0;    // threads waiting for a job
   unsigned queued_ = 0;  // jobs in the queue
   bool stop_ = false;
+  std::atomic<std::size_t> in_flight_{0};
   std::vector<std::thread> threads_;  // under mu_
 };
 

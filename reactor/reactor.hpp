@@ -57,6 +57,7 @@ class Reactor final : public Poller {
   // Poller.
   int poll(Worker* w, std::int64_t timeout_ns) noexcept override;
   void interrupt() noexcept override;
+  std::size_t wakeups_owed() const noexcept override { return blocking_.in_flight(); }
 
   // Takes ownership of the non-blocking fd and registers it. On failure
   // closes fd and throws std::system_error. The owner gives it back with

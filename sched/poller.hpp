@@ -14,6 +14,7 @@
 // poll() wakes the fibers it readies with wake(w, f), which queues them on w.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace chronos::detail {
@@ -29,6 +30,13 @@ class Poller {
   virtual int poll(Worker* w, std::int64_t timeout_ns) noexcept = 0;
   // Makes a poll() that blocks now, or is about to, return soon. Any thread.
   virtual void interrupt() noexcept = 0;
+  // How many parked fibers a thread outside the workers has yet to wake (the
+  // blocking pool's jobs, queued or running): runtime shutdown waits for
+  // them, as it waits for timers, before it unwinds what is still parked.
+  // Counted before the fiber's worker next goes idle and dropped only after
+  // the wake-up, so that a shutdown that reads 0 after seeing every worker
+  // asleep also sees the woken fiber queued (acquire, any thread).
+  virtual std::size_t wakeups_owed() const noexcept = 0;
 };
 
 }  // namespace chronos::detail

@@ -421,16 +421,16 @@ std::int64_t RuntimeImpl::live() const noexcept {
 }
 
 int RuntimeImpl::unwind_parked() {
-  // Every worker asleep, no fiber queued, no timer armed: whatever is parked
-  // now waits on something only another fiber, the kernel (an fd becoming
-  // ready) or a blocking-pool thread could end. The last two can still fire
-  // while this sweep runs, so each fiber is won with the waker's own CAS
-  // (Waiting -> Ready) and nothing else of it is read or written before the
-  // CAS succeeds: a fiber the reactor wins runs on a worker meanwhile, and
-  // writes its TCB as it exits. A won fiber is ours until queued: mark it to
-  // unwind, then queue them all at once, so that one unwinding early cannot
-  // resume another normally. A free TCB reads Done, so every slot is visited
-  // by its state word alone.
+  // Every worker asleep, no fiber queued, no timer armed, no blocking job
+  // owing a wake-up: whatever is parked now waits on something only another
+  // fiber or the kernel (an fd becoming ready) could end. The kernel can
+  // still do so while this sweep runs, so each fiber is won with the wakers'
+  // own CAS (Waiting -> Ready), and nothing else of it is read or written
+  // before the CAS succeeds: a fiber the reactor wins runs on a worker
+  // meanwhile, and writes its TCB as it exits. A won fiber is ours until
+  // queued: mark it to unwind, then queue them all at once, so that one
+  // unwinding early cannot resume another normally. A free TCB reads Done,
+  // so every slot is visited by its state word alone.
   std::vector<Fiber*> parked;
   auto visit = [](Fiber* f, void* out) {
     if (f->load_state() != FiberState::kWaiting) return;
@@ -455,8 +455,11 @@ void RuntimeImpl::shutdown() {
   const auto n = static_cast<std::uint32_t>(workers_.size());
   for (;;) {
     std::uint32_t epoch = quiet_epoch_.load(std::memory_order_acquire);
-    if (sleepers_.load(std::memory_order_seq_cst) == n && !any_work_visible() &&
-        timers_armed() == 0) {  // a sleeping fiber is not parked forever
+    // A sleeping fiber, or one whose blocking job runs, is not parked
+    // forever. Owed wake-ups are read after the sleepers (see Poller).
+    Poller* p = poller();
+    if (sleepers_.load(std::memory_order_seq_cst) == n && (!p || p->wakeups_owed() == 0) &&
+        !any_work_visible() && timers_armed() == 0) {
       if (live() == 0) break;
       if (unwind_parked() > 0) continue;  // wakes what is parked forever, then re-check
     }

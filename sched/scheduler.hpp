@@ -86,15 +86,16 @@
 // Shutdown
 // --------
 // Runtime::shutdown() stops spawns from outside, then waits until the runtime
-// is quiescent: every worker asleep, every queue empty, no timer armed.
-// Fibers still alive then are parked, and no fiber is left to wake them; an
-// fd turning ready or a blocking-pool job finishing still may, even during
-// the sweep. So each is won with the wakers' own CAS (Waiting -> Ready) before
-// anything of it is touched, and one the reactor wins is left alone. The won
-// are marked to unwind and only then queued, all at once, so that one
-// unwinding early cannot resume another normally. Each park() then
-// throws FiberUnwind, destructors run, and stacks go back to the pool. A join
-// on such a fiber throws "unwound at shutdown". Then the workers exit.
+// is quiescent: every worker asleep, every queue empty, no timer armed, no
+// blocking-pool job owing a wake-up (Poller::wakeups_owed). Fibers still
+// alive then are parked, and nothing inside the runtime is left to wake
+// them; an fd turning ready still may, even during the sweep. So each is won
+// with the wakers' own CAS (Waiting -> Ready) before anything of it is
+// touched, and one the reactor wins is left alone. The won are marked to
+// unwind and only then queued, all at once, so that one unwinding early
+// cannot resume another normally. Each park() then throws FiberUnwind,
+// destructors run, and stacks go back to the pool. A join on such a fiber
+// throws "unwound at shutdown". Then the workers exit.
 #pragma once
 
 #include <cstdint>

@@ -84,6 +84,38 @@ TEST(NetBlocking, SpawnBlockingRethrows) {
   });
 }
 
+// A fiber parked in spawn_blocking is not parked forever: its job will wake
+// it. So shutdown waits for the job, as it waits for a sleeping fiber's
+// timer, and the fiber finishes normally with the job's result. There are
+// more jobs than the pool has threads (64), so some wait in its queue.
+TEST(NetBlocking, ShutdownWaitsForBlockingJobsInsteadOfUnwindingTheirFibers) {
+  const int n = 80;
+  std::atomic<int> sum{0}, started{0}, unwound{0};
+  {
+    Runtime rt{Config{.workers = 2}};
+    for (int i = 0; i < n; ++i)
+      rt.spawn([&, i] {
+          struct Count {
+            std::atomic<int>& unwound;
+            bool done = false;
+            ~Count() {
+              if (!done) unwound.fetch_add(1);
+            }
+          } count{unwound};
+          sum.fetch_add(chronos::spawn_blocking([&, i] {
+            started.fetch_add(1);
+            std::this_thread::sleep_for(30ms);
+            return i + 1;
+          }));
+          count.done = true;
+        }).detach();
+    while (started.load() == 0) std::this_thread::yield();
+  }  // shutdown begins while every job is queued or running
+  EXPECT_EQ(unwound.load(), 0);
+  EXPECT_EQ(started.load(), n);
+  EXPECT_EQ(sum.load(), n * (n + 1) / 2);
+}
+
 TEST(NetWait, WaitReadableOnAPipe) {
   int p[2];
   ASSERT_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
