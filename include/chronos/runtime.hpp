@@ -4,7 +4,8 @@
 //   int r = rt.block_on([] { return 42; });   // runs as a fiber; this thread waits
 //
 // Destroying the runtime (or calling shutdown()) stops new spawns from outside,
-// lets every fiber that exists run to completion, then joins the workers.
+// lets every fiber run until it finishes or parks with nothing left to wake
+// it, unwinds those (README "Shutdown"), then joins the workers.
 #pragma once
 
 #include <chronos/config.hpp>
@@ -79,8 +80,11 @@ class CHRONOS_API Runtime {
     return spawn(std::forward<F>(fn)).join();
   }
 
-  // Stops accepting spawns from outside, waits until every fiber has
-  // finished, and joins the workers. Idempotent; the destructor calls it.
+  // Stops accepting spawns from outside and waits until every fiber has
+  // finished or is parked with nothing left to wake it (a sleep, a deadline
+  // and a spawn_blocking job are waited for). Those are unwound: the call
+  // each is parked in throws, its destructors run, a join on it throws. Then
+  // joins the workers. Idempotent; the destructor calls it.
   void shutdown();
 
   unsigned workers() const noexcept;
