@@ -106,7 +106,10 @@ void install_dump_handler(int sig) {
   if (g_dump_fd.load(std::memory_order_relaxed) < 0) {
     int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) return;
-    g_dump_fd.store(fd, std::memory_order_relaxed);
+    // release: a monitor that loads the number (acquire) and reads from it
+    // must see the eventfd created, in the memory model's terms too (TSan
+    // tracks an fd's creation and reported a monitor's read of it).
+    g_dump_fd.store(fd, std::memory_order_release);
   }
   if (installed == sig) return;
   struct sigaction sa {};
@@ -223,7 +226,7 @@ void Monitor::run() {
                         : 100'000'000;
   std::int64_t tick_ns = busy_tick;
   for (;;) {
-    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {g_dump_fd.load(std::memory_order_relaxed), POLLIN, 0}};
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {g_dump_fd.load(std::memory_order_acquire), POLLIN, 0}};
     int r = ::poll(fds, fds[1].fd >= 0 ? 2 : 1, static_cast<int>(tick_ns / 1'000'000));
     if (r > 0 && (fds[0].revents & POLLIN)) return;  // stop()
     if (r > 0 && fds[1].fd >= 0 && (fds[1].revents & POLLIN)) {

@@ -529,6 +529,37 @@ TEST(DumpSignal, WritesTheDumpToStderrAndCarriesOn) {
   EXPECT_EQ(h.join(), 5);
 }
 
+// The dump request is process-wide: one eventfd that every runtime's monitor
+// polls. A runtime whose monitor started before that fd existed (and the
+// runtime that created it gone) still serves the signal, for every runtime.
+// (TSan checks that the fd's creation is published to the monitor that
+// reads it.)
+TEST(DumpSignal, AMonitorStartedBeforeTheRequestFdExistedServesIt) {
+  chronos::Config ca = quiet(1);
+  ca.deadlock_action = chronos::DeadlockAction::kReport;  // a monitor even with
+  ca.deadlock_grace = std::chrono::hours(1);              // the slow-fiber watch off
+  chronos::Runtime a(ca);
+  chronos::Channel<int> ch;
+  auto h = a.spawn(chronos::SpawnOptions{.name = "dumped-by-an-older-monitor"},
+                   [&] { return *ch.recv(); });
+  dump_when_waiting(1);
+  {
+    chronos::Config cb = quiet(1);
+    cb.dump_signal = SIGUSR2;
+    chronos::Runtime b(cb);  // creates the request fd and installs the handler
+  }
+  testing::internal::CaptureStderr();
+  ASSERT_EQ(::kill(::getpid(), SIGUSR2), 0);
+  std::this_thread::sleep_for(600ms);  // a's monitor ticks at most every 250 ms
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("chronos: fiber dump on signal"), std::string::npos) << err;
+  EXPECT_NE(block_of(err, "dumped-by-an-older-monitor").find("[waiting: channel recv"),
+            std::string::npos)
+      << err;
+  ch.send(7);
+  EXPECT_EQ(h.join(), 7);
+}
+
 // The dump signal may land on a worker while it runs a fiber on a packed
 // 2 KiB stack: its handler runs on the worker's alternate stack, so the
 // fiber's slot and its neighbours come through (fiber/overflow.hpp).
