@@ -333,15 +333,20 @@ int use_parents_runtime_in_child(std::unique_ptr<Runtime>& rt) {
   } catch (const std::logic_error& e) {
     if (!names_fork(e, "Runtime::shutdown()")) code = 15;
   }
-  rt.reset();           // must return: the threads it would join are the parent's
-#if !CHRONOS_TEST_TSAN  // TSan stops a multithreaded process's child from starting threads
+  rt.reset();  // must return: the threads it would join are the parent's
   Runtime own{Config{.workers = 2}};
   if (own.block_on([] { return chronos::go([] { return 40; }).join() + 2; }) != 42) code = 16;
-#endif
   return code;
 }
 
 TEST(Runtime, AForkedChildCannotUseItsParentsRuntimeButCanStartItsOwn) {
+#if CHRONOS_TEST_TSAN
+  // The child of a multithreaded process under TSan (clang 14) may hang on a
+  // lock of TSan's own allocator that another thread held at fork (LLVM
+  // fixed that in 2024, pull request 96600), and may not start threads at
+  // all: CI's TSan run hung here once. Native, ASan and valgrind runs cover it.
+  GTEST_SKIP() << "TSan's runtime is not fork-safe in a multithreaded process";
+#endif
   auto rt = std::make_unique<Runtime>(Config{.workers = 2});
   EXPECT_EQ(rt->block_on([] { return 1; }), 1);
   // The child's result comes back through a pipe as well as its exit status:
