@@ -274,6 +274,12 @@ TEST(NetTcp, AcceptBacksOffOnEmfileAndRecovers) {
   });
 }
 
+// Counts a fiber's end however it comes: returning, or unwound at shutdown.
+struct CountOnExit {
+  std::atomic<int>& n;
+  ~CountOnExit() { n.fetch_add(1); }
+};
+
 // Half the server's fibers can be cancelled (a stop token), half cannot: the
 // two kinds of I/O wait (reactor/io_wait.cpp) each withdraw as shutdown
 // unwinds them. (A wait with a deadline is not parked forever: shutdown
@@ -300,10 +306,7 @@ TEST(NetTcp, ShutdownWithOpenConnectionsReleasesEveryFd) {
         chronos::SpawnOptions opts;
         if (i % 2 == 0) opts.stop_token = never.get_token();
         chronos::go(opts, [c = std::move(c), &unwound]() mutable {
-          struct Count {
-            std::atomic<int>& n;
-            ~Count() { n.fetch_add(1); }
-          } count{unwound};
+          CountOnExit count{unwound};
           std::byte buf[16];
           c.read(buf);  // parked too
         }).detach();
@@ -363,10 +366,7 @@ TEST(NetTcp, ShutdownRacingPeersThatCloseEndsEveryFiberOnce) {
           peers.push_back(fd);
           ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to), 0);
           chronos::go([c = l.accept(), &ended, &saw_eof]() mutable {
-            struct Count {
-              std::atomic<int>& n;
-              ~Count() { n.fetch_add(1); }
-            } count{ended};
+            CountOnExit count{ended};
             std::byte buf[16];
             if (c.read(buf) == 0) saw_eof.fetch_add(1);
           }).detach();
