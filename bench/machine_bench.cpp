@@ -14,12 +14,10 @@
 //                     ns_per_transfer = one hand-over. About what each line a
 //                     fiber last wrote on one CPU costs when it resumes on
 //                     the other (less where the reads overlap).
-//                     Skipped where the process may not use CPUs 0 and 1.
+//                     Skipped where the process may use only one CPU.
 //
 //   build-bench/bench/machine_bench --benchmark_min_time=0.5
 #include <benchmark/benchmark.h>
-#include <pthread.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -28,6 +26,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <thread>
+
+#include "cpu_pair.hpp"
 
 namespace {
 
@@ -55,19 +55,10 @@ void BM_RecvEmpty(benchmark::State& state) {
 }
 BENCHMARK(BM_RecvEmpty);
 
-// CPUs 0 and 1 are in the process's set (checked before): this cannot fail.
-void pin_to(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
-}
-
 void BM_LineTransfer(benchmark::State& state) {
-  cpu_set_t allowed;
-  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(0, &allowed) ||
-      !CPU_ISSET(1, &allowed)) {
-    state.SkipWithError("needs CPUs 0 and 1");
+  const bench::CpuPair cpus;
+  if (!cpus.ok) {
+    state.SkipWithError("needs two CPUs");
     return;
   }
   // The line: the main thread writes odd values, the partner the next even
@@ -76,8 +67,8 @@ void BM_LineTransfer(benchmark::State& state) {
   alignas(64) static std::atomic<std::uint64_t> line{0};
   static constexpr std::uint64_t kStop = ~std::uint64_t{0};
   line.store(0, std::memory_order_relaxed);
-  std::thread partner([] {
-    pin_to(1);
+  std::thread partner([other = cpus.cpu[1]] {
+    bench::pin_to(other);
     for (std::uint64_t seen = 0;;) {
       std::uint64_t v;
       while ((v = line.load(std::memory_order_relaxed)) == seen) {
@@ -87,7 +78,7 @@ void BM_LineTransfer(benchmark::State& state) {
       line.store(seen, std::memory_order_relaxed);
     }
   });
-  pin_to(0);
+  bench::pin_to(cpus.cpu[0]);
   std::uint64_t v = 0;
   for (auto _ : state) {
     line.store(++v, std::memory_order_relaxed);
@@ -97,7 +88,7 @@ void BM_LineTransfer(benchmark::State& state) {
   }
   line.store(kStop, std::memory_order_relaxed);
   partner.join();
-  ::pthread_setaffinity_np(::pthread_self(), sizeof allowed, &allowed);
+  cpus.restore();
   // Two hand-overs per iteration: report one.
   state.counters["ns_per_transfer"] =
       benchmark::Counter(static_cast<double>(state.iterations()) * 2,

@@ -39,8 +39,6 @@
 //   cmake --build build-bench -j2 --target steal_bench
 //   build-bench/bench/steal_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
-#include <pthread.h>
-#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -48,6 +46,7 @@
 #include <cstdint>
 #include <thread>
 
+#include "cpu_pair.hpp"
 #include "sched/deque.hpp"
 
 namespace {
@@ -150,14 +149,10 @@ BENCHMARK(BM_StealBatch32)->UseManualTime();
 class Owner {
  public:
   explicit Owner(ChaseLevDeque& d) : d_(d) {
-    CPU_ZERO(&saved_);
-    if (sched_getaffinity(0, sizeof saved_, &saved_) == 0 && CPU_COUNT(&saved_) >= 2) {
-      int cpu[2], n = 0;
-      for (int c = 0; c < CPU_SETSIZE && n < 2; ++c)
-        if (CPU_ISSET(c, &saved_)) cpu[n++] = c;
-      pinned_ = pin(pthread_self(), cpu[0]);
-      thread_ = std::thread([this, other = cpu[1]] {
-        pin(pthread_self(), other);
+    if (cpus_.ok) {
+      pinned_ = bench::pin_to(cpus_.cpu[0]);
+      thread_ = std::thread([this, other = cpus_.cpu[1]] {
+        bench::pin_to(other);
         run();
       });
     } else {
@@ -168,7 +163,7 @@ class Owner {
     wait_for(kStolen);  // the owner may be filling: let it finish
     turn_.store(kStop, std::memory_order_release);
     thread_.join();
-    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof saved_, &saved_);
+    if (pinned_) cpus_.restore();
   }
   Owner(const Owner&) = delete;
   Owner& operator=(const Owner&) = delete;
@@ -197,15 +192,8 @@ class Owner {
     }
   }
 
-  static bool pin(pthread_t t, int cpu) {
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    return pthread_setaffinity_np(t, sizeof one, &one) == 0;
-  }
-
   ChaseLevDeque& d_;
-  cpu_set_t saved_;
+  const bench::CpuPair cpus_;
   bool pinned_ = false;
   alignas(64) std::atomic<int> turn_{kFill};
   std::thread thread_;
