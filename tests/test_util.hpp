@@ -19,6 +19,18 @@
 #define CHRONOS_TEST_TSAN 0
 #endif
 
+// CHRONOS_TEST_ASAN: 1 under AddressSanitizer.
+#if defined(__SANITIZE_ADDRESS__)
+#define CHRONOS_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHRONOS_TEST_ASAN 1
+#endif
+#endif
+#ifndef CHRONOS_TEST_ASAN
+#define CHRONOS_TEST_ASAN 0
+#endif
+
 namespace chronos::test {
 
 inline std::size_t scale() {
