@@ -18,6 +18,7 @@
 #include <stdexcept>
 
 #include "sched/backtrace.hpp"
+#include "sched/heavy_fence.hpp"
 #include "sched/inspect.hpp"
 #include "sched/runtime_impl.hpp"
 
@@ -188,10 +189,12 @@ void apply_environment(Config& c) {
 }
 
 Monitor::Monitor(RuntimeImpl* rt)
-    : rt_(rt), threshold_ns_(rt->config().slow_fiber_threshold.count()) {
+    : rt_(rt),
+      threshold_ns_(rt->config().slow_fiber_threshold.count()),
+      retake_(rt->worker_count() > 1 && heavy_fence_available()) {
   const Config& c = rt->config();
-  const bool needed =
-      threshold_ns_ > 0 || c.deadlock_action != DeadlockAction::kIgnore || c.dump_signal != 0;
+  const bool needed = threshold_ns_ > 0 || retake_ ||
+                      c.deadlock_action != DeadlockAction::kIgnore || c.dump_signal != 0;
   if (!needed) return;
   if (threshold_ns_ > 0) install_probe_handler();
   if (c.dump_signal) install_dump_handler(c.dump_signal);
@@ -221,9 +224,10 @@ void Monitor::run() {
   sigset_t all;
   sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
-  const std::int64_t busy_tick =
-      threshold_ns_ > 0 ? std::clamp<std::int64_t>(threshold_ns_ / 2, 1'000'000, 100'000'000)
-                        : 100'000'000;
+  std::int64_t busy_tick = threshold_ns_ > 0
+                               ? std::clamp<std::int64_t>(threshold_ns_ / 2, 1'000'000, 100'000'000)
+                               : 100'000'000;
+  if (retake_) busy_tick = std::min(busy_tick, kRetakeTickNs);
   std::int64_t tick_ns = busy_tick;
   for (;;) {
     pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {g_dump_fd.load(std::memory_order_acquire), POLLIN, 0}};
@@ -246,7 +250,7 @@ void Monitor::run() {
 }
 
 void Monitor::tick(std::int64_t now, bool all_asleep) {
-  if (threshold_ns_ > 0) watch_workers(now);
+  if (threshold_ns_ > 0 || retake_) watch_workers(now);
   if (rt_->config().deadlock_action != DeadlockAction::kIgnore) {
     if (all_asleep) {
       check_deadlock(now);
@@ -264,12 +268,27 @@ void Monitor::watch_workers(std::int64_t now) {
     if (runs != ww.runs || w->parks.get() != w->wakeups.get()) {  // switched, or asleep
       ww.runs = runs;
       ww.since = now;
+      ww.runnext = retake_ ? w->runnext_snapshot() : nullptr;
       continue;
     }
-    if (now - ww.since >= threshold_ns_ && ww.reported != runs) {
+    // The worker has not switched since the last tick.
+    if (retake_) retake(w, ww);
+    if (threshold_ns_ > 0 && now - ww.since >= threshold_ns_ && ww.reported != runs) {
       ww.reported = runs;
       report_slow(i, now - ww.since);
     }
+  }
+}
+
+// w has run one fiber since the last tick: the fiber in its runnext then has
+// waited all that time, and goes to the injection queue if it still waits.
+void Monitor::retake(Worker* w, WorkerWatch& ww) {
+  Fiber* seen = ww.runnext;
+  ww.runnext = w->runnext_snapshot();
+  if (seen == nullptr || ww.runnext != seen) return;
+  if (Fiber* f = w->retake_runnext(seen)) {
+    ww.runnext = nullptr;
+    rt_->inject_batch(&f, 1);  // and wakes a sleeping worker
   }
 }
 

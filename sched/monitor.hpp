@@ -23,10 +23,17 @@
 //   dump requests      Config::dump_signal's handler writes to an eventfd
 //                      that the monitor polls; the dump is written here, not
 //                      in the handler, which could not allocate.
+//   runnext retakes    a worker that has not switched for a whole tick, with
+//                      the same fiber in its runnext slot at both ends of
+//                      it, loses that fiber to the injection queue, where an
+//                      idle worker finds it (sched/worker.cpp, "Retaking
+//                      runnext"). With two workers or more, where the kernel
+//                      has membarrier(2).
 //
-// The tick is half the watchdog threshold (1 to 100 ms) while fibers run, and
-// backs off to 250 ms while every worker sleeps, so an idle runtime costs a
-// few wake-ups a second. With every feature off there is no thread at all.
+// The tick is half the watchdog threshold (1 to 100 ms) while fibers run, at
+// most kRetakeTickNs when retakes are on, and backs off to 250 ms while every
+// worker sleeps, so an idle runtime costs a few wake-ups a second. With
+// every feature off there is no thread at all.
 #pragma once
 
 #include <atomic>
@@ -40,6 +47,8 @@
 namespace chronos::detail {
 
 class RuntimeImpl;
+class Worker;
+struct Fiber;
 
 // Reads CHRONOS_DUMP_SIGNAL, CHRONOS_TRACE and CHRONOS_DEADLOCK into c where
 // the Config leaves them at their defaults. Throws std::invalid_argument for
@@ -69,17 +78,22 @@ class Monitor {
     std::uint64_t runs = ~0ull;
     std::int64_t since = 0;          // when it last changed
     std::uint64_t reported = ~0ull;  // the runs value already reported
+    Fiber* runnext = nullptr;        // in its runnext slot at the last tick
   };
+  // The longest a fiber waits in a stuck worker's runnext is two ticks.
+  static constexpr std::int64_t kRetakeTickNs = 5'000'000;
   void run();
   void tick(std::int64_t now, bool all_asleep);
   void watch_workers(std::int64_t now);
+  void retake(Worker* w, WorkerWatch& ww);
   void report_slow(unsigned worker, std::int64_t ran_ns);
   void check_deadlock(std::int64_t now);
   void emit(const std::function<void(std::string_view)>& sink, const std::string& text);
 
   RuntimeImpl* const rt_;
   const std::int64_t threshold_ns_;
-  int wake_fd_ = -1;  // eventfd: stop()
+  const bool retake_;  // runnext retakes are on
+  int wake_fd_ = -1;   // eventfd: stop()
   std::thread thread_;
   std::vector<WorkerWatch> watch_;
   // Deadlock detection: the activity count (sum of the workers' dispatches

@@ -1,5 +1,43 @@
 // sched/worker.cpp: the worker thread's loop, its run queues and stealing.
 // The queue order and the fairness rules are at the top of worker.hpp.
+//
+// Retaking runnext
+//
+// runnext is the owner's: thieves steal from the deques only, as with
+// Tokio's LIFO slot. Go lets thieves take it too, with an atomic exchange to
+// fill it and a CAS to empty it; here that cost 23 ns more per channel round
+// trip (README, "Limits"). But a slot nobody else may touch has a failure:
+// a fiber woken into it by a fiber that then computes for 600 ms waits 600
+// ms, while every other worker sleeps. So the monitor thread, which already
+// watches each worker's dispatch counter (sched/monitor.hpp), takes the
+// fiber out when the worker has not switched for a whole tick and the same
+// fiber sat in runnext at the start of it, and queues it on the injection
+// queue, where any worker finds it. The owner's fills and takes stay plain
+// stores, because the monitor pays for both sides' fences (an asymmetric
+// fence, sched/heavy_fence.hpp):
+//
+//   owner (push_next, take_runnext)      monitor (retake_runnext)
+//   load runnext; store runnext          retake_ = kRetaking
+//   compiler barrier                     heavy_fence()
+//   load retake_: 0 -> done              load runnext; CAS it seen -> null
+//   else settle_retake(): wait while     retake_ = what it took, or 0
+//     kRetaking; the fiber it took, if
+//     any, is not the owner's; then 0
+//
+// The heavy fence puts a full barrier at some point P in the owner's
+// instruction stream. An owner operation whose load of retake_ comes before
+// P has its stores visible at P, so the monitor's load sees the slot after
+// it: only one of them can have the fiber. An operation with any access
+// after P also loads retake_ after P, sees kRetaking or the fiber taken, and
+// settles: the monitor's CAS decides who has the fiber, and the owner drops
+// it if the monitor took it (a take), or does not queue it (the old fiber a
+// fill displaced). Nothing else can change the slot meanwhile: the owner is
+// the only other writer and it is waiting. The fiber taken stays in retake_
+// until the owner's next fill or take sees it and writes 0, and the monitor
+// starts no retake while retake_ is not 0, so the owner never writes 0 over
+// another retake's kRetaking. The owner's cost: one load and one branch per
+// fill and per take; the monitor's: a membarrier(2) per retake, which
+// happens only to a worker that has run one fiber for a whole tick.
 #include "sched/worker.hpp"
 
 #include <pthread.h>
@@ -9,6 +47,7 @@
 #include <cstdio>
 
 #include "fiber/overflow.hpp"
+#include "sched/heavy_fence.hpp"
 #include "sched/runtime_impl.hpp"
 #include "sched/scheduler.hpp"
 #include "sched/trace.hpp"
@@ -104,13 +143,18 @@ void Worker::run() {
 }
 
 void Worker::push_next(Fiber* f) noexcept {
-  if (Fiber* old = runnext_) {
+  Fiber* old = runnext_.load(std::memory_order_relaxed);
+  // release: a retaking monitor reads f's TCB after its acquire load.
+  runnext_.store(f, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // the store before the load
+  if (retake_.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    if (settle_retake() == old) old = nullptr;  // the monitor has it
+  if (old) {
     PriorityClass c = class_of(old);
     if (!deques_[c].push(old)) [[unlikely]]
       push_overflowing(old, c);
     maybe_queued_ |= 1u << c;
   }
-  runnext_ = f;
   if (sleepers_->load(std::memory_order_relaxed) != 0) [[unlikely]]
     if (!polling_idle) rt->notify_work();
 }
@@ -205,14 +249,13 @@ Fiber* Worker::pop_runnable() noexcept {
     fair_countdown_ = kFairTick;
     if (Fiber* f = pop_oldest()) return f;
   }
-  if (Fiber* f = runnext_) {
+  if (Fiber* f = runnext_.load(std::memory_order_relaxed)) {
     // runnext goes first, unless it has had its streak, or it is not high
     // class and a high-class fiber waits.
     if (runnext_streak_ < kRunnextStreak &&
         (class_of(f) == kHigh || !(maybe_queued_ & (1u << kHigh)) || deques_[kHigh].empty())) {
       ++runnext_streak_;
-      runnext_ = nullptr;
-      return f;
+      return take_runnext(f);
     }
   }
   runnext_streak_ = 0;
@@ -224,10 +267,7 @@ Fiber* Worker::pop_runnable() noexcept {
     }
     maybe_queued_ &= ~(1u << c);  // found empty: only our own push sets it again
   }
-  if (Fiber* f = runnext_) {
-    runnext_ = nullptr;
-    return f;
-  }
+  if (Fiber* f = runnext_.load(std::memory_order_relaxed)) return take_runnext(f);
   if (Fiber* f = yield_head_) {
     yield_head_ = f->next;
     if (!yield_head_) yield_tail_ = nullptr;
@@ -238,7 +278,49 @@ Fiber* Worker::pop_runnable() noexcept {
 }
 
 bool Worker::has_local_work() const noexcept {
-  return runnext_ || yield_head_ || !deques_empty();  // (the real deques, not the hint)
+  return runnext_.load(std::memory_order_relaxed) || yield_head_ ||
+         !deques_empty();  // (the real deques, not the hint)
+}
+
+// The owner's slow side of a retake (top of this file): waits for the
+// monitor's decision and acknowledges it. Returns the fiber the monitor took
+// out of runnext, or null.
+[[gnu::noinline]] Fiber* Worker::settle_retake() noexcept {
+  std::uintptr_t r;
+  // A few microseconds (one membarrier), unless the monitor is preempted.
+  for (unsigned spins = 0; (r = retake_.load(std::memory_order_acquire)) == kRetaking; ++spins) {
+    if (spins < 64) {
+      cpu_relax();
+    } else {
+      ::sched_yield();
+    }
+  }
+  // Only after a take: 0 may already be a new retake's starting point.
+  if (r != 0) retake_.store(0, std::memory_order_relaxed);
+  return reinterpret_cast<Fiber*>(r);
+}
+
+[[gnu::noinline]] Fiber* Worker::take_runnext_settling(Fiber* f) noexcept {
+  if (settle_retake() != f) return f;
+  return pop_runnable();  // the monitor has it: look again
+}
+
+Fiber* Worker::retake_runnext(Fiber* seen) noexcept {
+  std::uintptr_t idle = 0;
+  // relaxed: the heavy fence below orders it before the load of the slot,
+  // and before every owner access that follows the fence's point.
+  if (!retake_.compare_exchange_strong(idle, kRetaking, std::memory_order_relaxed)) return nullptr;
+  heavy_fence();
+  Fiber* f = runnext_.load(std::memory_order_acquire);  // acquire: pairs with push_next's release
+  const bool took = f == seen && f != nullptr &&
+                    runnext_.compare_exchange_strong(f, nullptr, std::memory_order_acquire,
+                                                     std::memory_order_relaxed);
+  // release: an owner that settles on it reads it with acquire (it drops the
+  // fiber, touching nothing of it; the order is for TSan and for clarity).
+  retake_.store(took ? reinterpret_cast<std::uintptr_t>(f) : 0, std::memory_order_release);
+  if (!took) return nullptr;
+  retaken.bump();
+  return f;
 }
 
 bool Worker::deques_empty() const noexcept {

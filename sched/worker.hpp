@@ -10,7 +10,10 @@
 //   runnext      one slot: the fiber this worker woke last runs next, for
 //                locality (Go's runnext, Tokio's LIFO slot). It may be used
 //                kRunnextStreak times in a row, then the queues get a turn, so
-//                two fibers waking each other cannot starve the rest.
+//                two fibers waking each other cannot starve the rest. Not
+//                stealable, but the monitor moves its fiber to the injection
+//                queue when this worker has run one fiber for a whole tick
+//                (worker.cpp, "Retaking runnext").
 //   deques       one Chase-Lev deque per priority class (high, normal, low),
 //                popped in that order, LIFO: go() pushes here. Thieves take
 //                the oldest half from the other end, high class first.
@@ -231,6 +234,15 @@ class alignas(64) Worker {
     return id_next_++;
   }
 
+  // ---- the monitor ----
+  // What runnext holds now (a snapshot).
+  Fiber* runnext_snapshot() const noexcept { return runnext_.load(std::memory_order_relaxed); }
+  // Takes `seen` out of runnext if it is still there, and returns it (null if
+  // not, or if the owner has not yet noticed the last retake). The caller
+  // queues it elsewhere. Only where heavy_fence_available().
+  Fiber* retake_runnext(Fiber* seen) noexcept;
+  Counter retaken;  // fibers retake_runnext took from here (the monitor's counter)
+
   // ---- any thread ----
   // Takes up to half of one of this worker's deques (high class first) into
   // out. Returns how many.
@@ -342,8 +354,27 @@ class alignas(64) Worker {
   // empty a deque, so a stale set bit costs one look and nothing else). Lets
   // the common "nothing queued here" case skip three deques' cache lines.
   unsigned maybe_queued_ = 0;
-  Fiber* runnext_ = nullptr;
+  // runnext and the word of the retake protocol (worker.cpp, "Retaking
+  // runnext"): 0, kRetaking while the monitor decides, or the fiber it took
+  // until the owner has seen that. Written by the monitor only on a retake,
+  // so sharing the owner's line costs nothing.
+  std::atomic<Fiber*> runnext_{nullptr};
+  std::atomic<std::uintptr_t> retake_{0};
+  static constexpr std::uintptr_t kRetaking = 1;
   std::uint32_t runnext_streak_ = 0;
+  // pop_runnable's take from runnext, which holds f: empties it and returns
+  // f, or, if the monitor took f meanwhile, what pop_runnable finds instead.
+  // The slow side is a tail call, so that the fast one needs no registers
+  // kept across a call (kept, they cost pop_runnable 10 instructions).
+  Fiber* take_runnext(Fiber* f) noexcept {
+    runnext_.store(nullptr, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the store before the load
+    if (retake_.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      return take_runnext_settling(f);
+    return f;
+  }
+  Fiber* take_runnext_settling(Fiber* f) noexcept;
+  Fiber* settle_retake() noexcept;
   Fiber* yield_head_ = nullptr;  // the yield queue, linked through Fiber::next
   Fiber* yield_tail_ = nullptr;
   std::uint32_t inject_countdown_ = kInjectTick;  // the fairness ticks, counted down

@@ -676,7 +676,7 @@ TEST(Metrics, StatsCountTimersIoAndQueuesAndRenderAsPrometheusText) {
     }
   }
   EXPECT_GE(families.size(), 15u);
-  EXPECT_EQ(samples, 11 * s.workers.size() + 5);
+  EXPECT_EQ(samples, 12 * s.workers.size() + 5);
   EXPECT_NE(text.find("chronos_io_waits_total{worker=\"0\"} " +
                       std::to_string(s.workers[0].io_waits) + "\n"),
             std::string::npos);

@@ -31,6 +31,8 @@ struct WorkerStats {
   std::uint64_t steals = 0;         // successful steals from another worker...
   std::uint64_t stolen = 0;         // ...and the fibers they took
   std::uint64_t failed_steals = 0;  // a victim looked non-empty, the steal got nothing
+  std::uint64_t retaken = 0;        // fibers the monitor moved out of this worker's runnext
+                                    // slot while it ran one fiber for a whole tick
   std::uint64_t parks = 0;          // the worker thread went to sleep
   std::uint64_t wakeups = 0;        // ... and was woken
   std::uint64_t io_waits = 0;       // fibers parked on a socket or fd by this worker
