@@ -536,7 +536,7 @@ RuntimeStats RuntimeImpl::stats() const {
     ws.steals = w->steals.get();
     ws.stolen = w->stolen.get();
     ws.failed_steals = w->failed_steals.get();
-    ws.retaken = w->retaken.get();
+    ws.retaken = w->retaken.load(std::memory_order_relaxed);
     ws.parks = w->parks.get();
     ws.wakeups = w->wakeups.get();
     ws.io_waits = w->io_waits.get();

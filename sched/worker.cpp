@@ -319,7 +319,7 @@ Fiber* Worker::retake_runnext(Fiber* seen) noexcept {
   // fiber, touching nothing of it; the order is for TSan and for clarity).
   retake_.store(took ? reinterpret_cast<std::uintptr_t>(f) : 0, std::memory_order_release);
   if (!took) return nullptr;
-  retaken.bump();
+  retaken.fetch_add(1, std::memory_order_relaxed);
   return f;
 }
 

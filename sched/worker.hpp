@@ -241,7 +241,9 @@ class alignas(64) Worker {
   // not, or if the owner has not yet noticed the last retake). The caller
   // queues it elsewhere. Only where heavy_fence_available().
   Fiber* retake_runnext(Fiber* seen) noexcept;
-  Counter retaken;  // fibers retake_runnext took from here (the monitor's counter)
+  // Fibers retake_runnext took from here. An RMW, not a Counter: a retake
+  // is rare, and a test retakes from its own thread beside the monitor.
+  std::atomic<std::uint64_t> retaken{0};
 
   // ---- any thread ----
   // Takes up to half of one of this worker's deques (high class first) into

@@ -188,7 +188,9 @@ TEST(MN, AFiberWokenIntoABusyWorkersRunnextRunsOnAnIdleOne) {
     EXPECT_TRUE(seen_in_time) << "watchdog " << watchdog
                               << ": the woken fiber waited for the whole computation";
     auto st = rt.stats();
-    EXPECT_EQ(st.workers[0].retaken + st.workers[1].retaken, 1u) << "watchdog " << watchdog;
+    // One retake, or more where a slow machine (valgrind) leaves a worker
+    // unscheduled for a whole tick with a fiber in its runnext elsewhere.
+    EXPECT_GE(st.workers[0].retaken + st.workers[1].retaken, 1u) << "watchdog " << watchdog;
   }
 }
 
