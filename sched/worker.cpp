@@ -46,6 +46,7 @@
 #include <bit>
 #include <cstdio>
 
+#include "fiber/backoff.hpp"
 #include "fiber/overflow.hpp"
 #include "sched/heavy_fence.hpp"
 #include "sched/runtime_impl.hpp"
@@ -288,13 +289,10 @@ bool Worker::has_local_work() const noexcept {
 [[gnu::noinline]] Fiber* Worker::settle_retake() noexcept {
   std::uintptr_t r;
   // A few microseconds (one membarrier), unless the monitor is preempted.
-  for (unsigned spins = 0; (r = retake_.load(std::memory_order_acquire)) == kRetaking; ++spins) {
-    if (spins < 64) {
-      cpu_relax();
-    } else {
-      ::sched_yield();
-    }
-  }
+  // The monitor is a plain thread, so no fiber switch comes between its
+  // two stores (fiber/backoff.hpp's rule).
+  Backoff backoff(64);
+  while ((r = retake_.load(std::memory_order_acquire)) == kRetaking) backoff();
   // Only after a take: 0 may already be a new retake's starting point.
   if (r != 0) retake_.store(0, std::memory_order_relaxed);
   return reinterpret_cast<Fiber*>(r);

@@ -241,9 +241,6 @@ class alignas(64) Worker {
   // not, or if the owner has not yet noticed the last retake). The caller
   // queues it elsewhere. Only where heavy_fence_available().
   Fiber* retake_runnext(Fiber* seen) noexcept;
-  // Fibers retake_runnext took from here. An RMW, not a Counter: a retake
-  // is rare, and a test retakes from its own thread beside the monitor.
-  std::atomic<std::uint64_t> retaken{0};
 
   // ---- any thread ----
   // Takes up to half of one of this worker's deques (high class first) into
@@ -261,6 +258,9 @@ class alignas(64) Worker {
 
   Counter fibers_run, spawned, exited, parks, wakeups, steals, stolen, failed_steals;
   Counter io_waits, timers_fired;
+  // Fibers retake_runnext took from here. An RMW, not a Counter: a retake
+  // is rare, and a test retakes from its own thread beside the monitor.
+  std::atomic<std::uint64_t> retaken{0};
 
   // The execution trace's buffer for this worker, or null when tracing is
   // off: every trace point is one load and one predictable branch on it.
