@@ -2,12 +2,14 @@
 // the move of other handlers onto them, behind fiber/overflow.hpp.
 #include "fiber/overflow.hpp"
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -18,6 +20,7 @@ namespace {
 std::mutex g_mu;
 int g_installs = 0;
 std::atomic<CurrentFiberFn> g_current{nullptr};
+std::atomic<SignalBacktraceFn> g_backtrace{nullptr};
 struct sigaction g_old_segv;
 struct sigaction g_old_bus;
 
@@ -47,14 +50,103 @@ struct Out {
     std::size_t off = 0;
     while (off < n) {
       ssize_t w = ::write(STDERR_FILENO, buf + off, n - off);
+      if (w < 0 && errno == EINTR) continue;
       if (w <= 0) break;
       off += std::size_t(w);
     }
+    n = 0;
   }
 };
 
+// The interrupted thread's frames, one line each: address, then module and
+// offset (dladdr only reads the loader's tables; symbolizing would allocate).
+void write_frames(void* uc) {
+  SignalBacktraceFn backtrace = g_backtrace.load(std::memory_order_relaxed);
+  void* frames[32];
+  const std::size_t n = backtrace && uc ? backtrace(uc, frames, 32) : 0;
+  Out o;
+  if (n == 0) {
+    o.str("    (no backtrace: libunwind is not loaded)\n");
+    o.flush();
+    return;
+  }
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto pc = reinterpret_cast<std::uintptr_t>(frames[k]);
+    o.str("    #");
+    o.dec(k);
+    o.str(" ");
+    o.hex(pc);
+    // A return address (every frame but the first) may lie past the end of
+    // its function: look up the call instruction instead.
+    const std::uintptr_t look = pc - (k > 0 ? 1 : 0);
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(look), &info) && info.dli_fname && info.dli_fbase) {
+      const char* base = info.dli_fname;
+      for (const char* c = info.dli_fname; *c; ++c)
+        if (*c == '/') base = c + 1;
+      o.str(" (");
+      o.str(base);
+      o.str("+");
+      o.hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_fbase));
+      if (info.dli_sname && info.dli_saddr) {
+        o.str(", ");
+        o.str(info.dli_sname);
+        o.str("+");
+        o.hex(pc - reinterpret_cast<std::uintptr_t>(info.dli_saddr));
+      }
+      o.str(")");
+    }
+    o.str("\n");
+    o.flush();
+  }
+}
+
+const char* fault_kind(int sig, const siginfo_t* info) {
+  if (sig == SIGSEGV) {
+    if (info->si_code == SEGV_MAPERR) return "nothing is mapped there";
+    if (info->si_code == SEGV_ACCERR) return "the mapping forbids this access";
+  } else if (sig == SIGBUS) {
+    if (info->si_code == BUS_ADRALN) return "misaligned";
+    if (info->si_code == BUS_ADRERR) return "past the end of a mapped file, or no such memory";
+  }
+  return "a fault";
+}
+
+// f crashed on a fault no handler will catch (the default action follows).
+void report_fatal_fault(const Fiber* f, int sig, const siginfo_t* info, void* uc) {
+  Out o;
+  o.str("chronos: fatal ");
+  o.str(sig == SIGBUS ? "SIGBUS" : "SIGSEGV");
+  o.str(" in fiber #");
+  o.dec(f->id);
+  o.str(" \"");
+  o.str(f->name);
+  if (info->si_code <= 0) {  // SI_USER, SI_TKILL, ...: no fault, no address
+    o.str("\": sent by process ");
+    o.dec(static_cast<std::uint64_t>(info->si_pid));
+    o.str(" (kill or tgkill), not a fault\n");
+  } else {
+    o.str("\": address ");
+    o.hex(reinterpret_cast<std::uintptr_t>(info->si_addr));
+    o.str(" (");
+    o.str(fault_kind(sig, info));
+    o.str(")\n");
+  }
+  o.flush();
+  write_frames(uc);
+}
+
+const struct sigaction& old_action(int sig) {
+  return sig == SIGBUS ? g_old_bus : g_old_segv;
+}
+
+bool chains_to_default(int sig) {
+  const struct sigaction& old = old_action(sig);
+  return !(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_DFL;
+}
+
 void chain(int sig, siginfo_t* info, void* uc) {
-  const struct sigaction& old = sig == SIGBUS ? g_old_bus : g_old_segv;
+  const struct sigaction& old = old_action(sig);
   if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction) {
     old.sa_sigaction(sig, info, uc);
     return;
@@ -63,8 +155,11 @@ void chain(int sig, siginfo_t* info, void* uc) {
     old.sa_handler(sig);
     return;
   }
-  // Default action: reinstate it and return; the fault repeats and kills us.
+  // Default action: reinstate it and return; a fault repeats and kills us.
+  // A sent signal does not repeat: send it again, to be taken (blocked in
+  // here) as the handler returns.
   ::signal(sig, SIG_DFL);
+  if (info->si_code <= 0) ::raise(sig);
 }
 
 void on_fault(int sig, siginfo_t* info, void* uc) {
@@ -80,16 +175,19 @@ void on_fault(int sig, siginfo_t* info, void* uc) {
     sp = static_cast<std::uintptr_t>(static_cast<ucontext_t*>(uc)->uc_mcontext.sp);
 #endif
     const std::uintptr_t page = 4096;
-    bool in_guard = addr < lo && addr + 16 * page >= lo;  // the guard, or just past it
+    // The guard, or just past it. (A sent signal has no fault address: its
+    // si_addr shares bytes with si_pid.)
+    bool in_guard = info->si_code > 0 && addr < lo && addr + 16 * page >= lo;
     bool sp_out = sp != 0 && sp < lo && sp + 16 * page >= lo;
-    if (in_guard || sp_out) die_stack_overflow(f, info->si_addr, "guard page hit");
+    if (in_guard || sp_out) die_stack_overflow(f, info->si_addr, "guard page hit", uc);
+    if (chains_to_default(sig)) report_fatal_fault(f, sig, info, uc);
   }
   chain(sig, info, uc);
 }
 
 }  // namespace
 
-void die_stack_overflow(const Fiber* f, const void* where, const char* how) noexcept {
+void die_stack_overflow(const Fiber* f, const void* where, const char* how, void* uc) noexcept {
   Out o;
   o.str("chronos: stack overflow in fiber #");
   o.dec(f->id);
@@ -112,13 +210,15 @@ void die_stack_overflow(const Fiber* f, const void* where, const char* how) noex
   o.hex(reinterpret_cast<std::uintptr_t>(where));
   o.str("\n");
   o.flush();
+  if (uc) write_frames(uc);
   ::signal(SIGABRT, SIG_DFL);
   ::abort();
 }
 
-void install_overflow_handler(CurrentFiberFn current) {
+void install_overflow_handler(CurrentFiberFn current, SignalBacktraceFn backtrace) {
   std::lock_guard lock(g_mu);
   g_current.store(current, std::memory_order_relaxed);
+  g_backtrace.store(backtrace, std::memory_order_relaxed);
   if (g_installs++ > 0) return;
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);

@@ -8,8 +8,18 @@
 //   chronos: stack overflow in fiber #42 "name": stack [lo, hi) (N bytes), fault at 0x...
 //
 // to stderr with async-signal-safe calls only, and aborts. Any other fault is
-// passed on to the handler that was installed before, or to the default one.
-// Small stacks are checked at switches instead (stack_pool.hpp).
+// passed on to the handler that was installed before (a sanitizer's, or the
+// program's own, which may expect faults and handle them). Where that is the
+// default action, which kills the process without a word, the handler first
+// writes what a crash in a fiber needs to be found:
+//
+//   chronos: fatal SIGSEGV in fiber #42 "name": address 0x10 (nothing is mapped there)
+//       #0 0x5581e2c4a1b3 (server+0x1a1b3)
+//       #1 0x5581e2c4b020 (server+0x1b020)
+//
+// (module and offset, for `addr2line -Cfe server 0x1a1b3`: naming functions
+// takes malloc, which a crash may have broken). An overflow report carries the
+// same frames. Small stacks are checked at switches instead (stack_pool.hpp).
 //
 // Every other signal handler must stay off fiber stacks too. The kernel
 // writes a signal frame on the stack the thread is running on, unless the
@@ -31,8 +41,13 @@ namespace chronos::detail {
 // keeps that in a thread-local. Must be async-signal-safe; null outside fibers.
 using CurrentFiberFn = Fiber* (*)() noexcept;
 
+// The frames of the thread a signal interrupted, from the handler's ucontext:
+// at most max return addresses into out, innermost first; 0 if it cannot walk.
+// Async-signal-safe. The scheduler installs one (sched/backtrace.hpp).
+using SignalBacktraceFn = std::size_t (*)(void* ucontext, void** out, std::size_t max) noexcept;
+
 // Process-wide and reference-counted: one per Runtime, the first installs.
-void install_overflow_handler(CurrentFiberFn current);
+void install_overflow_handler(CurrentFiberFn current, SignalBacktraceFn backtrace = nullptr);
 void uninstall_overflow_handler() noexcept;
 
 // Adds SA_ONSTACK to every signal handler installed now that lacks it, the
@@ -55,7 +70,9 @@ class AltSignalStack {
   std::size_t size_ = 0;
 };
 
-// Writes the overflow report for f and aborts. Async-signal-safe.
-[[noreturn]] void die_stack_overflow(const Fiber* f, const void* where, const char* how) noexcept;
+// Writes the overflow report for f and aborts. Async-signal-safe. ucontext:
+// the fault's, whose frames the report lists; null at a switch.
+[[noreturn]] void die_stack_overflow(const Fiber* f, const void* where, const char* how,
+                                     void* ucontext = nullptr) noexcept;
 
 }  // namespace chronos::detail

@@ -15,6 +15,7 @@
 #include "fiber/backoff.hpp"
 #include "fiber/futex.hpp"
 #include "fiber/overflow.hpp"
+#include "sched/backtrace.hpp"
 #include "sched/monitor.hpp"
 #include "sched/registry.hpp"
 #include "sched/runtime_impl.hpp"
@@ -107,7 +108,10 @@ RuntimeImpl::RuntimeImpl(Config cfg)
       small_pool_(cfg_.small_stack_size, true),
       inject_(kInjectCapacity),
       cpus_(cpus_available()) {
-  install_overflow_handler(&running_fiber);
+  // Loaded now (once per process), so that a crash report's handler can walk
+  // the stack: a handler cannot load a library.
+  backtrace_init();
+  install_overflow_handler(&running_fiber, &backtrace_signal);
   // Before any worker runs a fiber: a handler that runs on a fiber's stack
   // can overrun it (fiber/overflow.hpp).
   move_handlers_to_alt_stack();

@@ -511,6 +511,96 @@ TEST(Watchdog, QuietForFibersThatYield) {
   EXPECT_EQ(reports.count(), 0u) << reports.texts[0];
 }
 
+// The watchdog's probe interrupts a worker wherever it is: in a fiber, in its
+// scheduler loop, or halfway through a switch, where the stack pointer is
+// already the next fiber's and the other registers are not yet (no unwind
+// table describes those instructions: Boost's jump_fcontext has none). The
+// walk from there must stay in memory it may read, and the worker must carry
+// on as if nothing happened. Here probes come as fast as the workers answer
+// them, while fibers on normal and packed stacks spawn, yield and exit.
+TEST(Watchdog, ProbesLandingAnywhereInTheSchedulerDoNoHarm) {
+  if (DEBUG_TEST_ON_VALGRIND())
+    GTEST_SKIP() << "valgrind's step turns the watchdog off (.ci/run says why)";
+  chronos::Config c = quiet(2);
+  c.slow_fiber_threshold = std::chrono::hours(1);  // the handler, but no probe of the monitor's
+  chronos::Runtime rt(c);
+  chronos::detail::RuntimeImpl& impl = rt.impl();
+  const std::uint64_t target = chronos::test::scaled(5000);
+  std::atomic<bool> enough{false};
+  std::uint64_t probes = 0, in_fiber = 0, frames = 0;
+  std::thread prober([&] {
+    using chronos::detail::WatchdogProbe;
+    while (probes < target) {
+      for (unsigned i = 0; i < impl.worker_count(); ++i) {
+        // As Monitor::report_slow does it, without the wait between tries.
+        WatchdogProbe& p = impl.worker(i)->probe;
+        p.state.store(WatchdogProbe::kRequested, std::memory_order_release);
+        ASSERT_EQ(::pthread_kill(impl.worker_thread(i), SIGURG), 0);
+        // Answered within microseconds, unless the worker is descheduled, or
+        // under TSan, which runs a handler at the thread's next intercepted
+        // call (a fiber that only yields makes none): then taken back.
+        const auto give_up = std::chrono::steady_clock::now() + 10ms;
+        bool answered = false;
+        while (!answered && std::chrono::steady_clock::now() < give_up) {
+          answered = p.state.load(std::memory_order_acquire) == WatchdogProbe::kDone;
+          // Asleep, not spinning: on two cores a third busy thread would
+          // take turns with the worker it waits for, a time slice each.
+          if (!answered) std::this_thread::sleep_for(20us);
+        }
+        std::uint32_t expected = WatchdogProbe::kRequested;
+        if (!answered && !p.state.compare_exchange_strong(expected, WatchdogProbe::kIdle,
+                                                          std::memory_order_acq_rel)) {
+          while (p.state.load(std::memory_order_acquire) != WatchdogProbe::kDone)
+            std::this_thread::sleep_for(20us);
+          answered = true;
+        }
+        if (answered) {
+          if (p.id != 0) {
+            ++in_fiber;
+            frames += p.nframes;
+          }
+          p.state.store(WatchdogProbe::kIdle, std::memory_order_relaxed);
+        }
+        ++probes;
+      }
+    }
+    enough.store(true, std::memory_order_relaxed);
+  });
+  // Each spawner: 16 fibers (every other one on a packed stack) that yield
+  // once and count, 16 yields of its own, join them all; until the probes
+  // are done.
+  const int spawners = 4, per_round = 16;
+  std::atomic<long> spawned{0}, ran{0};
+  rt.block_on([&] {
+    chronos::WaitGroup wg(spawners);
+    for (int s = 0; s < spawners; ++s)
+      chronos::go([&] {
+        std::vector<chronos::JoinHandle<void>> hs;
+        while (!enough.load(std::memory_order_relaxed)) {
+          for (int k = 0; k < per_round; ++k)
+            hs.push_back(chronos::go(chronos::SpawnOptions{.small_stack = (k & 1) != 0}, [&] {
+              chronos::yield();
+              ran.fetch_add(1, std::memory_order_relaxed);
+            }));
+          spawned.fetch_add(per_round, std::memory_order_relaxed);
+          for (int k = 0; k < per_round; ++k) chronos::yield();
+          for (auto& h : hs) h.join();
+          hs.clear();
+        }
+        wg.done();
+      }).detach();
+    wg.wait();
+  });
+  prober.join();
+  EXPECT_EQ(ran.load(), spawned.load());
+  EXPECT_GT(ran.load(), 0);
+  EXPECT_GT(in_fiber, 0u) << probes << " probes, none landed in a fiber";
+  EXPECT_GT(frames, in_fiber) << "no probe in a fiber walked more than one frame";
+  std::printf("%llu probes, %llu in a fiber, %.1f frames each\n",
+              static_cast<unsigned long long>(probes), static_cast<unsigned long long>(in_fiber),
+              in_fiber ? static_cast<double>(frames) / static_cast<double>(in_fiber) : 0.0);
+}
+
 TEST(DumpSignal, WritesTheDumpToStderrAndCarriesOn) {
   chronos::Config c = quiet(1);
   c.dump_signal = SIGUSR2;

@@ -1,9 +1,11 @@
-// tests/fiber_overflow_test.cpp: stack overflow and stack exhaustion die or
-// fail with a clear message, never silently.
+// tests/fiber_overflow_test.cpp: stack overflow, stack exhaustion and any
+// other fatal fault in a fiber die or fail with a clear message, never
+// silently.
 #include <gtest/gtest.h>
 
 #include <chronos/chronos.hpp>
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -322,6 +324,78 @@ TEST(PackedStacks, SignalHandlersRunOnTheWorkersAlternateStack) {
   EXPECT_EQ(g_handled_on_alt_stack.load(), 3);
 #endif
   for (int i = 0; i < 2; ++i) ::sigaction(sigs[i], &old[i], nullptr);
+}
+
+// A fault that is no overflow still names the fiber, and lists its frames as
+// module+offset: the first one inside the function that faulted.
+[[gnu::noinline, maybe_unused]] void write_through(volatile int* p) {
+  *p = 42;
+  asm volatile("" ::: "memory");  // no tail call: write_through stays a frame
+}
+
+[[maybe_unused]] void crash_in_fiber() {
+  chronos::Runtime rt{chronos::Config{.workers = 1}};
+  rt.block_on([] {
+    chronos::go(chronos::SpawnOptions{.name = "null-write"}, [] {
+      write_through(reinterpret_cast<volatile int*>(16));
+    }).join();
+  });
+}
+
+// "0x1a0|0x1a1|...": the offsets of the first `len` bytes of fn in its module.
+[[maybe_unused]] std::string offsets_of(void* fn, std::size_t len) {
+  Dl_info info{};
+  if (!::dladdr(fn, &info) || !info.dli_fbase) return "unknown";
+  const auto off =
+      reinterpret_cast<std::uintptr_t>(fn) - reinterpret_cast<std::uintptr_t>(info.dli_fbase);
+  std::string alts;
+  char one[32];
+  for (std::size_t i = 0; i < len; ++i) {
+    std::snprintf(one, sizeof one, "%s0x%zx", i ? "|" : "", static_cast<std::size_t>(off + i));
+    alts += one;
+  }
+  return alts;
+}
+
+TEST(FatalFaultDeathTest, ASegfaultInAFiberNamesTheFiberAndListsItsFrames) {
+#if CHRONOS_TEST_SANITIZED
+  GTEST_SKIP() << "the sanitizer's SIGSEGV handler came first: chronos passes the fault on to "
+                  "it, and it writes the report";
+#else
+  const std::string in_write_through = offsets_of(reinterpret_cast<void*>(&write_through), 32);
+  EXPECT_EXIT(crash_in_fiber(), testing::KilledBySignal(SIGSEGV),
+              "chronos: fatal SIGSEGV in fiber #[0-9]+ \"null-write\": address 0x10 \\(nothing "
+              "is mapped there\\)\n"
+              "    #0 0x[0-9a-f]+ \\(chronos_tests\\+(" +
+                  in_write_through +
+                  ")\\)\n"
+                  "    #1 0x[0-9a-f]+ \\(");
+#endif
+}
+
+// A SIGSEGV sent by kill is reported once and kills the process: with the
+// default action reinstated, it is sent again (it does not repeat by itself,
+// as a fault does).
+TEST(FatalFaultDeathTest, ASentSigsegvIsReportedAndStillKills) {
+#if CHRONOS_TEST_SANITIZED
+  GTEST_SKIP() << "the sanitizer's SIGSEGV handler came first and reports it";
+#else
+  EXPECT_EXIT(
+      {
+        chronos::Runtime rt{chronos::Config{.workers = 1}};
+        rt.block_on([] {
+          chronos::go(chronos::SpawnOptions{.name = "sent"}, [] {
+            ::pthread_kill(::pthread_self(), SIGSEGV);
+          }).join();
+        });
+        std::fprintf(stderr, "still running\n");
+        std::exit(0);
+      },
+      testing::KilledBySignal(SIGSEGV),
+      "chronos: fatal SIGSEGV in fiber #[0-9]+ \"sent\": sent by process [0-9]+ \\(kill or "
+      "tgkill\\), not a fault\n"
+      "    #0 0x");
+#endif
 }
 
 TEST(StackOverflowDeathTest, DeepRecursionWithinTheStackIsFine) {
