@@ -292,27 +292,35 @@ void Monitor::retake(Worker* w, WorkerWatch& ww) {
   }
 }
 
-void Monitor::report_slow(unsigned i, std::int64_t ran_ns) {
-  Worker* w = rt_->worker(i);
-  WatchdogProbe& p = w->probe;
+bool request_probe(WatchdogProbe& p, pthread_t thread, std::chrono::microseconds wait,
+                   std::chrono::microseconds poll) {
   p.state.store(WatchdogProbe::kRequested, std::memory_order_release);
   bool answered = false;
-  if (::pthread_kill(rt_->worker_thread(i), kProbeSignal) == 0) {
+  if (::pthread_kill(thread, kProbeSignal) == 0) {
     // The handler runs as soon as the thread is scheduled (under TSan, at its
     // next call into the runtime): wait for it a while, not forever.
-    for (int k = 0; k < 200 && !answered; ++k) {
-      answered = p.state.load(std::memory_order_acquire) == WatchdogProbe::kDone;
-      if (!answered) ::usleep(500);
-    }
+    const auto give_up = std::chrono::steady_clock::now() + wait;
+    while (!(answered = p.state.load(std::memory_order_acquire) == WatchdogProbe::kDone) &&
+           std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(poll);
   }
   // Take the request back; a late handler then finds nothing to do. One that
   // has begun (kBusy) finishes in microseconds: wait for it.
   std::uint32_t expected = WatchdogProbe::kRequested;
   if (!answered &&
       !p.state.compare_exchange_strong(expected, WatchdogProbe::kIdle, std::memory_order_acq_rel)) {
-    while (p.state.load(std::memory_order_acquire) != WatchdogProbe::kDone) ::usleep(100);
+    while (p.state.load(std::memory_order_acquire) != WatchdogProbe::kDone)
+      std::this_thread::sleep_for(poll);
     answered = true;
   }
+  return answered;
+}
+
+void Monitor::report_slow(unsigned i, std::int64_t ran_ns) {
+  Worker* w = rt_->worker(i);
+  WatchdogProbe& p = w->probe;
+  const bool answered = request_probe(p, rt_->worker_thread(i), std::chrono::milliseconds(100),
+                                      std::chrono::microseconds(500));
   if (answered) {
     p.state.store(WatchdogProbe::kIdle, std::memory_order_relaxed);
     if (p.id == 0) return;  // it was in the scheduler loop, not in a fiber

@@ -36,7 +36,10 @@
 // every feature off there is no thread at all.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -49,11 +52,21 @@ namespace chronos::detail {
 class RuntimeImpl;
 class Worker;
 struct Fiber;
+struct WatchdogProbe;
 
 // Reads CHRONOS_DUMP_SIGNAL, CHRONOS_TRACE and CHRONOS_DEADLOCK into c where
 // the Config leaves them at their defaults. Throws std::invalid_argument for
 // a value it cannot parse.
 void apply_environment(Config& c);
+
+// The watchdog's probe: asks the worker running on `thread` (through its
+// SIGURG handler) for the fiber it runs and that fiber's frames, and waits
+// for the answer up to `wait`, looking every `poll`. True: answered, and p
+// holds them until the caller sets p.state to kIdle (p.id 0: the worker was
+// in its scheduler loop). False: no answer; the request is taken back, so a
+// late handler does nothing.
+bool request_probe(WatchdogProbe& p, pthread_t thread, std::chrono::microseconds wait,
+                   std::chrono::microseconds poll);
 
 class Monitor {
  public:

@@ -517,7 +517,8 @@ TEST(Watchdog, QuietForFibersThatYield) {
 // table describes those instructions: Boost's jump_fcontext has none). The
 // walk from there must stay in memory it may read, and the worker must carry
 // on as if nothing happened. Here probes come as fast as the workers answer
-// them, while fibers on normal and packed stacks spawn, yield and exit.
+// them (through the monitor's own request_probe), while fibers on normal and
+// packed stacks spawn, yield and exit.
 TEST(Watchdog, ProbesLandingAnywhereInTheSchedulerDoNoHarm) {
   if (DEBUG_TEST_ON_VALGRIND())
     GTEST_SKIP() << "valgrind's step turns the watchdog off (.ci/run says why)";
@@ -532,29 +533,13 @@ TEST(Watchdog, ProbesLandingAnywhereInTheSchedulerDoNoHarm) {
     using chronos::detail::WatchdogProbe;
     while (probes < target) {
       for (unsigned i = 0; i < impl.worker_count(); ++i) {
-        // As Monitor::report_slow does it, without the wait between tries.
-        WatchdogProbe& p = impl.worker(i)->probe;
-        p.state.store(WatchdogProbe::kRequested, std::memory_order_release);
-        ASSERT_EQ(::pthread_kill(impl.worker_thread(i), SIGURG), 0);
         // Answered within microseconds, unless the worker is descheduled, or
         // under TSan, which runs a handler at the thread's next intercepted
-        // call (a fiber that only yields makes none): then taken back.
-        const auto give_up = std::chrono::steady_clock::now() + 10ms;
-        bool answered = false;
-        while (!answered && std::chrono::steady_clock::now() < give_up) {
-          answered = p.state.load(std::memory_order_acquire) == WatchdogProbe::kDone;
-          // Asleep, not spinning: on two cores a third busy thread would
-          // take turns with the worker it waits for, a time slice each.
-          if (!answered) std::this_thread::sleep_for(20us);
-        }
-        std::uint32_t expected = WatchdogProbe::kRequested;
-        if (!answered && !p.state.compare_exchange_strong(expected, WatchdogProbe::kIdle,
-                                                          std::memory_order_acq_rel)) {
-          while (p.state.load(std::memory_order_acquire) != WatchdogProbe::kDone)
-            std::this_thread::sleep_for(20us);
-          answered = true;
-        }
-        if (answered) {
+        // call (a fiber that only yields makes none): then taken back. The
+        // prober sleeps between looks: on two cores a third busy thread
+        // would take turns with the worker it waits for, a time slice each.
+        WatchdogProbe& p = impl.worker(i)->probe;
+        if (chronos::detail::request_probe(p, impl.worker_thread(i), 10ms, 20us)) {
           if (p.id != 0) {
             ++in_fiber;
             frames += p.nframes;
