@@ -66,7 +66,8 @@ void write_frames(void* uc) {
   const std::size_t n = backtrace && uc ? backtrace(uc, frames, 32) : 0;
   Out o;
   if (n == 0) {
-    o.str("    (no backtrace: libunwind is not loaded)\n");
+    o.str(backtrace ? "    (no backtrace: libunwind could not walk this stack)\n"
+                    : "    (no backtrace: libunwind is not available)\n");
     o.flush();
     return;
   }
@@ -81,9 +82,8 @@ void write_frames(void* uc) {
     const std::uintptr_t look = pc - (k > 0 ? 1 : 0);
     Dl_info info{};
     if (::dladdr(reinterpret_cast<void*>(look), &info) && info.dli_fname && info.dli_fbase) {
-      const char* base = info.dli_fname;
-      for (const char* c = info.dli_fname; *c; ++c)
-        if (*c == '/') base = c + 1;
+      const char* slash = std::strrchr(info.dli_fname, '/');
+      const char* base = slash ? slash + 1 : info.dli_fname;
       o.str(" (");
       o.str(base);
       o.str("+");

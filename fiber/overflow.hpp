@@ -43,7 +43,8 @@ using CurrentFiberFn = Fiber* (*)() noexcept;
 
 // The frames of the thread a signal interrupted, from the handler's ucontext:
 // at most max return addresses into out, innermost first; 0 if it cannot walk.
-// Async-signal-safe. The scheduler installs one (sched/backtrace.hpp).
+// Async-signal-safe. The scheduler installs one (sched/backtrace.hpp) where
+// libunwind is available; without one, a report says so instead of frames.
 using SignalBacktraceFn = std::size_t (*)(void* ucontext, void** out, std::size_t max) noexcept;
 
 // Process-wide and reference-counted: one per Runtime, the first installs.

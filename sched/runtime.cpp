@@ -109,9 +109,9 @@ RuntimeImpl::RuntimeImpl(Config cfg)
       inject_(kInjectCapacity),
       cpus_(cpus_available()) {
   // Loaded now (once per process), so that a crash report's handler can walk
-  // the stack: a handler cannot load a library.
-  backtrace_init();
-  install_overflow_handler(&running_fiber, &backtrace_signal);
+  // the stack: a handler cannot load a library. Without libunwind, the
+  // handler gets no walker and its report says that libunwind is missing.
+  install_overflow_handler(&running_fiber, backtrace_init() ? &backtrace_signal : nullptr);
   // Before any worker runs a fiber: a handler that runs on a fiber's stack
   // can overrun it (fiber/overflow.hpp).
   move_handlers_to_alt_stack();

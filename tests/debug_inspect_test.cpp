@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "sched/backtrace.hpp"
 #include "sched/monitor.hpp"
 #include "sched/runtime_impl.hpp"
 #include "test_util.hpp"
@@ -102,6 +103,17 @@ double waited_ms(const std::string& block) {
   return std::regex_search(block, m, re) ? std::stod(m[1]) : -1.0;
 }
 
+// Whether frames can be walked here: chronos built with libunwind's header
+// and libunwind8 installed. Without them, dumps and reports say why instead,
+// and the tests check that.
+bool have_backtraces() {
+  return chronos::detail::backtrace_init();
+}
+std::string why_no_backtraces() {
+  have_backtraces();  // the reason is known once libunwind has been looked for
+  return chronos::detail::backtrace_unavailable_why();
+}
+
 chronos::Config quiet(unsigned workers) {
   chronos::Config c;
   c.workers = workers;
@@ -162,7 +174,12 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
                                               "recv 0x[0-9a-f]+, [0-9.]+ ms\\] priority 12\n")))
       << b;
   EXPECT_GE(waited_ms(b), 290.0) << b;
-  EXPECT_NE(b.find("park_in_channel_recv"), std::string::npos) << "no backtrace through the park";
+  if (have_backtraces()) {
+    EXPECT_NE(b.find("park_in_channel_recv"), std::string::npos) << "no backtrace through the park";
+  } else {
+    EXPECT_NE(d.find("(no backtraces: " + why_no_backtraces() + ")"), std::string::npos)
+        << "no word of why";
+  }
   std::ostringstream chan_addr;
   chan_addr << static_cast<const void*>(&ch);
   EXPECT_NE(b.find("channel recv " + chan_addr.str()), std::string::npos) << "not this channel";
@@ -170,7 +187,9 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
   b = block_of(d, "mutex-wait");
   EXPECT_NE(b.find("[waiting: mutex 0x"), std::string::npos) << b;
   EXPECT_NE(b.find("small stack"), std::string::npos) << b;
-  EXPECT_NE(b.find("park_on_mutex"), std::string::npos) << b;
+  if (have_backtraces()) {
+    EXPECT_NE(b.find("park_on_mutex"), std::string::npos) << b;
+  }
 
   b = block_of(d, "sleeper");
   EXPECT_NE(b.find("[waiting: sleep, "), std::string::npos) << b;
@@ -476,6 +495,10 @@ TEST(Watchdog, ReportsAFiberThatDoesNotYieldOnceWithItsBacktrace) {
   EXPECT_TRUE(std::regex_search(
       r, std::regex("^chronos: slow fiber: fiber " + std::to_string(id) +
                     " \"busy-loop\" has run for [0-9.]+ ms on worker 0 without yielding")));
+  if (!have_backtraces()) {
+    EXPECT_NE(r.find("\n    (no backtrace: " + why_no_backtraces() + ")\n"), std::string::npos);
+    return;
+  }
   // The fiber's own frames, up to its body...
   EXPECT_NE(r.find("ReportsAFiberThatDoesNotYield"), std::string::npos) << "no fiber frames";
   // ...and the loop it spins in. Under valgrind the interrupted pc that the
@@ -580,7 +603,11 @@ TEST(Watchdog, ProbesLandingAnywhereInTheSchedulerDoNoHarm) {
   EXPECT_EQ(ran.load(), spawned.load());
   EXPECT_GT(ran.load(), 0);
   EXPECT_GT(in_fiber, 0u) << probes << " probes, none landed in a fiber";
-  EXPECT_GT(frames, in_fiber) << "no probe in a fiber walked more than one frame";
+  if (have_backtraces()) {
+    EXPECT_GT(frames, in_fiber) << "no probe in a fiber walked more than one frame";
+  } else {
+    EXPECT_EQ(frames, 0u) << "frames walked without libunwind";
+  }
   std::printf("%llu probes, %llu in a fiber, %.1f frames each\n",
               static_cast<unsigned long long>(probes), static_cast<unsigned long long>(in_fiber),
               in_fiber ? static_cast<double>(frames) / static_cast<double>(in_fiber) : 0.0);
