@@ -2,6 +2,9 @@
 # tests/consumer/run.sh: builds and runs the consumer project against chronos
 # both through add_subdirectory and through an installed find_package config,
 # static and shared.
+#   CONSUMER_STATIC_BUILD, CONSUMER_SHARED_BUILD: an existing build directory
+#   of chronos (BUILD_SHARED_LIBS OFF, ON) to install from instead of building
+#   the library again; .ci/run passes the builds it has just tested.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -14,11 +17,24 @@ cmake --build "$work/sub" -j"$(nproc)" >/dev/null
 "$work/sub/consumer"
 
 for shared in OFF ON; do
-  echo "consumer: find_package after install (BUILD_SHARED_LIBS=$shared)"
-  cmake -S "$root" -B "$work/lib-$shared" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=$shared \
-    -DCHRONOS_BUILD_TESTS=OFF -DCHRONOS_BUILD_BENCH=OFF -DCHRONOS_BUILD_EXAMPLES=OFF >/dev/null
-  cmake --build "$work/lib-$shared" -j"$(nproc)" >/dev/null
-  cmake --install "$work/lib-$shared" --prefix "$work/prefix-$shared" >/dev/null
+  if [ "$shared" = ON ]; then lib=${CONSUMER_SHARED_BUILD:-}; else lib=${CONSUMER_STATIC_BUILD:-}; fi
+  if [ -n "$lib" ]; then
+    is_shared=OFF
+    # BOOL, or UNINITIALIZED where it came from the command line.
+    grep -qiE '^BUILD_SHARED_LIBS:[A-Z]+=(ON|1|TRUE|YES|Y)$' "$lib/CMakeCache.txt" && is_shared=ON
+    if [ "$is_shared" != "$shared" ]; then
+      echo "consumer: $lib is not a build with BUILD_SHARED_LIBS=$shared" >&2
+      exit 1
+    fi
+    echo "consumer: find_package after install of $lib (BUILD_SHARED_LIBS=$shared)"
+  else
+    echo "consumer: find_package after install (BUILD_SHARED_LIBS=$shared)"
+    lib=$work/lib-$shared
+    cmake -S "$root" -B "$lib" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=$shared \
+      -DCHRONOS_BUILD_TESTS=OFF -DCHRONOS_BUILD_BENCH=OFF -DCHRONOS_BUILD_EXAMPLES=OFF >/dev/null
+    cmake --build "$lib" -j"$(nproc)" >/dev/null
+  fi
+  cmake --install "$lib" --prefix "$work/prefix-$shared" >/dev/null
   cmake -S "$here" -B "$work/pkg-$shared" -DCMAKE_PREFIX_PATH="$work/prefix-$shared" >/dev/null
   cmake --build "$work/pkg-$shared" -j"$(nproc)" >/dev/null
   LD_LIBRARY_PATH="$work/prefix-$shared/lib" "$work/pkg-$shared/consumer"
