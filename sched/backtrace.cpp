@@ -111,6 +111,7 @@ bool backtrace_init() noexcept {
 }
 
 const char* backtrace_unavailable_why() noexcept {
+  backtrace_init();  // the reason is known once libunwind has been looked for
   return unwind().why;
 }
 

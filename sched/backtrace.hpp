@@ -31,7 +31,8 @@ std::size_t backtrace_suspended(arch::Context ctx, void** out, std::size_t max) 
 std::size_t backtrace_signal(void* ucontext, void** out, std::size_t max) noexcept;
 
 // Loads libunwind (once, thread-safe). Done ahead of any signal handler that
-// walks. False if it is not available; why() then says what failed.
+// walks. False if it is not available; backtrace_unavailable_why() says what
+// failed (it looks for libunwind first, if nothing has yet).
 bool backtrace_init() noexcept;
 const char* backtrace_unavailable_why() noexcept;
 

@@ -110,7 +110,6 @@ bool have_backtraces() {
   return chronos::detail::backtrace_init();
 }
 std::string why_no_backtraces() {
-  have_backtraces();  // the reason is known once libunwind has been looked for
   return chronos::detail::backtrace_unavailable_why();
 }
 
