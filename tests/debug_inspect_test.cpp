@@ -109,9 +109,6 @@ double waited_ms(const std::string& block) {
 bool have_backtraces() {
   return chronos::detail::backtrace_init();
 }
-std::string why_no_backtraces() {
-  return chronos::detail::backtrace_unavailable_why();
-}
 
 chronos::Config quiet(unsigned workers) {
   chronos::Config c;
@@ -176,7 +173,9 @@ TEST(FiberDump, ShowsEveryParkedFiberWithItsWaitAndBacktrace) {
   if (have_backtraces()) {
     EXPECT_NE(b.find("park_in_channel_recv"), std::string::npos) << "no backtrace through the park";
   } else {
-    EXPECT_NE(d.find("(no backtraces: " + why_no_backtraces() + ")"), std::string::npos)
+    EXPECT_NE(d.find("(no backtraces: " +
+                     std::string(chronos::detail::backtrace_unavailable_why()) + ")"),
+              std::string::npos)
         << "no word of why";
   }
   std::ostringstream chan_addr;
@@ -495,7 +494,9 @@ TEST(Watchdog, ReportsAFiberThatDoesNotYieldOnceWithItsBacktrace) {
       r, std::regex("^chronos: slow fiber: fiber " + std::to_string(id) +
                     " \"busy-loop\" has run for [0-9.]+ ms on worker 0 without yielding")));
   if (!have_backtraces()) {
-    EXPECT_NE(r.find("\n    (no backtrace: " + why_no_backtraces() + ")\n"), std::string::npos);
+    EXPECT_NE(r.find("\n    (no backtrace: " +
+                     std::string(chronos::detail::backtrace_unavailable_why()) + ")\n"),
+              std::string::npos);
     return;
   }
   // The fiber's own frames, up to its body...
