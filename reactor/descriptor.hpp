@@ -127,7 +127,8 @@ struct alignas(64) Descriptor {
 
 static_assert(sizeof(Descriptor) == 64, "a descriptor is one cache line");
 
-// Scoped op_begin/op_end. Check ok() before touching the fd.
+// Scoped op_begin/op_end: get() is the descriptor held, or null if the
+// socket was closed (or never opened).
 class OpGuard {
  public:
   explicit OpGuard(Descriptor* d) noexcept : d_(d && d->op_begin() ? d : nullptr) {}
@@ -136,7 +137,7 @@ class OpGuard {
   }
   OpGuard(const OpGuard&) = delete;
   OpGuard& operator=(const OpGuard&) = delete;
-  bool ok() const noexcept { return d_ != nullptr; }
+  Descriptor* get() const noexcept { return d_; }
 
  private:
   Descriptor* d_;

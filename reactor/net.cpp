@@ -6,6 +6,13 @@
 // try the system call, and on EAGAIN park in wait_io() and retry. Sockets are
 // non-blocking from birth, so the first attempt costs no wait at all when
 // data or room is there.
+//
+// After it has taken its reference, an operation uses the descriptor it holds
+// (the guard's), never the socket object's d_ again. While it is parked (or
+// sleeps off EMFILE), another fiber may close the socket and destroy the
+// object, which nulls d_ and frees its memory; the reference keeps the
+// descriptor itself, so the operation wakes, sees the close and returns
+// EBADF without touching the object.
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netdb.h>
@@ -207,6 +214,53 @@ bool open_and_unclosed(const Descriptor* d) noexcept {
   return d && !(d->refs.load(std::memory_order_relaxed) & Descriptor::kClosed);
 }
 
+// One read on a held descriptor: what is there, up to buf.size() bytes,
+// waiting until at least one byte is (0: the peer closed its side). timeout
+// counts from this call; zero is none. Inlined even unoptimised, so that a
+// read adds no frame: fibers on packed 2 KiB stacks park in it.
+[[gnu::always_inline]] inline std::size_t recv_some(Descriptor* d, std::span<std::byte> buf,
+                                                    std::chrono::nanoseconds timeout,
+                                                    std::error_code& ec) {
+  const std::int64_t deadline = deadline_after(timeout);
+  // After a short read, wait first: the recv would only say EAGAIN
+  // (reactor/descriptor.hpp, "Short reads").
+  if (!buf.empty() && d->read_may_skip() && !await(d, detail::kRead, deadline, ec)) return 0;
+  for (;;) {
+    ssize_t n = ::recv(d->fileno(), buf.data(), buf.size(), 0);
+    if (n >= 0) {
+      const bool short_read = n > 0 && static_cast<std::size_t>(n) < buf.size();
+      d->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
+      return static_cast<std::size_t>(n);
+    }
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) {
+      ec = os_error(e);
+      return 0;
+    }
+    if (!await(d, detail::kRead, deadline, ec)) return 0;
+  }
+}
+
+// One write on a held descriptor of a non-empty buf: some of it (at least
+// one byte), waiting for room.
+[[gnu::always_inline]] inline std::size_t send_some(Descriptor* d, std::span<const std::byte> buf,
+                                                    std::chrono::nanoseconds timeout,
+                                                    std::error_code& ec) {
+  const std::int64_t deadline = deadline_after(timeout);
+  for (;;) {
+    ssize_t n = ::send(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) {
+      ec = os_error(e);
+      return 0;
+    }
+    if (!await(d, detail::kWrite, deadline, ec)) return 0;
+  }
+}
+
 std::atomic<bool> g_emfile_logged{false};
 
 }  // namespace
@@ -378,30 +432,11 @@ std::size_t TcpStream::read(std::span<std::byte> buf) {
 std::size_t TcpStream::read(std::span<std::byte> buf, std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.ok()) {
+  if (!g.get()) {
     ec = os_error(EBADF);
     return 0;
   }
-  std::int64_t deadline = detail::kNoDeadline;
-  if (read_timeout_.count() > 0) deadline = deadline_after(read_timeout_);
-  // After a short read, wait first: the recv would only say EAGAIN
-  // (reactor/descriptor.hpp, "Short reads").
-  if (!buf.empty() && d_->read_may_skip() && !await(d_, detail::kRead, deadline, ec)) return 0;
-  for (;;) {
-    ssize_t n = ::recv(d_->fileno(), buf.data(), buf.size(), 0);
-    if (n >= 0) {
-      const bool short_read = n > 0 && static_cast<std::size_t>(n) < buf.size();
-      d_->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
-      return static_cast<std::size_t>(n);
-    }
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) {
-      ec = os_error(e);
-      return 0;
-    }
-    if (!await(d_, detail::kRead, deadline, ec)) return 0;
-  }
+  return recv_some(g.get(), buf, read_timeout_, ec);
 }
 
 void TcpStream::read_exact(std::span<std::byte> buf) {
@@ -413,16 +448,24 @@ void TcpStream::read_exact(std::span<std::byte> buf) {
 }
 
 void TcpStream::read_exact(std::span<std::byte> buf, std::error_code& ec) {
-  while (!buf.empty()) {
-    std::size_t n = read(buf, ec);
+  ec.clear();
+  if (buf.empty()) return;
+  OpGuard g(d_);
+  Descriptor* const d = g.get();
+  if (!d) {
+    ec = os_error(EBADF);
+    return;
+  }
+  const std::chrono::nanoseconds timeout = read_timeout_;  // (this is not read again)
+  do {
+    std::size_t n = recv_some(d, buf, timeout, ec);
     if (ec) return;
     if (n == 0) {
       ec = os_error(ECONNABORTED);
       return;
     }
     buf = buf.subspan(n);
-  }
-  ec.clear();
+  } while (!buf.empty());
 }
 
 std::size_t TcpStream::write(std::span<const std::byte> buf) {
@@ -435,24 +478,12 @@ std::size_t TcpStream::write(std::span<const std::byte> buf) {
 std::size_t TcpStream::write(std::span<const std::byte> buf, std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.ok()) {
+  if (!g.get()) {
     ec = os_error(EBADF);
     return 0;
   }
   if (buf.empty()) return 0;
-  std::int64_t deadline = detail::kNoDeadline;
-  if (write_timeout_.count() > 0) deadline = deadline_after(write_timeout_);
-  for (;;) {
-    ssize_t n = ::send(d_->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) {
-      ec = os_error(e);
-      return 0;
-    }
-    if (!await(d_, detail::kWrite, deadline, ec)) return 0;
-  }
+  return send_some(g.get(), buf, write_timeout_, ec);
 }
 
 void TcpStream::write_all(std::span<const std::byte> buf) {
@@ -463,18 +494,27 @@ void TcpStream::write_all(std::span<const std::byte> buf) {
 
 void TcpStream::write_all(std::span<const std::byte> buf, std::error_code& ec) {
   ec.clear();
-  while (!buf.empty()) {
-    std::size_t n = write(buf, ec);
+  if (buf.empty()) return;
+  OpGuard g(d_);
+  Descriptor* const d = g.get();
+  if (!d) {
+    ec = os_error(EBADF);
+    return;
+  }
+  const std::chrono::nanoseconds timeout = write_timeout_;  // (this is not read again)
+  do {
+    std::size_t n = send_some(d, buf, timeout, ec);
     if (ec) return;
     buf = buf.subspan(n);
-  }
+  } while (!buf.empty());
 }
 
 void TcpStream::shutdown(Shutdown how) {
   OpGuard g(d_);
-  if (!g.ok()) throw std::system_error(os_error(EBADF), "chronos::net::TcpStream::shutdown");
+  Descriptor* const d = g.get();
+  if (!d) throw std::system_error(os_error(EBADF), "chronos::net::TcpStream::shutdown");
   int h = how == Shutdown::kRead ? SHUT_RD : how == Shutdown::kWrite ? SHUT_WR : SHUT_RDWR;
-  if (::shutdown(d_->fileno(), h) != 0)
+  if (::shutdown(d->fileno(), h) != 0)
     throw std::system_error(os_error(errno), "chronos::net::TcpStream::shutdown");
 }
 
@@ -484,19 +524,20 @@ void TcpStream::close() noexcept {
 
 void TcpStream::set_nodelay(bool on) {
   OpGuard g(d_);
+  Descriptor* const d = g.get();
   int v = on ? 1 : 0;
-  if (!g.ok() || ::setsockopt(d_->fileno(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0)
-    throw std::system_error(os_error(g.ok() ? errno : EBADF), "chronos::net::set_nodelay");
+  if (!d || ::setsockopt(d->fileno(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0)
+    throw std::system_error(os_error(d ? errno : EBADF), "chronos::net::set_nodelay");
 }
 
 Endpoint TcpStream::local_endpoint() const {
   OpGuard g(d_);
-  return sock_name(g.ok() ? d_ : nullptr, false);
+  return sock_name(g.get(), false);
 }
 
 Endpoint TcpStream::peer_endpoint() const {
   OpGuard g(d_);
-  return sock_name(g.ok() ? d_ : nullptr, true);
+  return sock_name(g.get(), true);
 }
 
 // ---- TcpListener ----
@@ -554,15 +595,16 @@ TcpStream TcpListener::accept() {
 TcpStream TcpListener::accept(std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.ok()) {
+  Descriptor* const d = g.get();
+  if (!d) {
     ec = os_error(EBADF);
     return TcpStream();
   }
   for (;;) {
-    int fd = ::accept4(d_->fileno(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = ::accept4(d->fileno(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       try {
-        return TcpStream(d_->reactor->open(fd));
+        return TcpStream(d->reactor->open(fd));
       } catch (const std::system_error& e) {
         ec = e.code();
         return TcpStream();
@@ -578,7 +620,7 @@ TcpStream TcpListener::accept(std::error_code& ec) {
 #if EAGAIN != EWOULDBLOCK
       case EWOULDBLOCK:
 #endif
-        if (!await(d_, detail::kRead, detail::kNoDeadline, ec)) return TcpStream();
+        if (!await(d, detail::kRead, detail::kNoDeadline, ec)) return TcpStream();
         continue;
       case EMFILE:
       case ENFILE:
@@ -592,7 +634,7 @@ TcpStream TcpListener::accept(std::error_code& ec) {
                        std::strerror(e));
         detail::sleep_until_ns(detail::now_ns() + 10'000'000);
         // relaxed: a glance at the sticky closed state.
-        if (d_->slot[detail::kRead].load(std::memory_order_relaxed) == detail::slot::kClosed) {
+        if (d->slot[detail::kRead].load(std::memory_order_relaxed) == detail::slot::kClosed) {
           ec = os_error(EBADF);
           return TcpStream();
         }
@@ -606,7 +648,7 @@ TcpStream TcpListener::accept(std::error_code& ec) {
 
 Endpoint TcpListener::local_endpoint() const {
   OpGuard g(d_);
-  return sock_name(g.ok() ? d_ : nullptr, false);
+  return sock_name(g.get(), false);
 }
 
 void TcpListener::close() noexcept {
@@ -668,12 +710,13 @@ std::size_t UdpSocket::send_to(std::span<const std::byte> buf, const Endpoint& t
                                std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.ok()) {
+  Descriptor* const d = g.get();
+  if (!d) {
     ec = os_error(EBADF);
     return 0;
   }
   for (;;) {
-    ssize_t n = ::sendto(d_->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL,
+    ssize_t n = ::sendto(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL,
                          static_cast<const sockaddr*>(to.data()), to.size());
     if (n >= 0) return static_cast<std::size_t>(n);
     int e = errno;
@@ -682,7 +725,7 @@ std::size_t UdpSocket::send_to(std::span<const std::byte> buf, const Endpoint& t
       ec = os_error(e);
       return 0;
     }
-    if (!await(d_, detail::kWrite, detail::kNoDeadline, ec)) return 0;
+    if (!await(d, detail::kWrite, detail::kNoDeadline, ec)) return 0;
   }
 }
 
@@ -696,7 +739,8 @@ std::size_t UdpSocket::recv_from(std::span<std::byte> buf, Endpoint& from) {
 std::size_t UdpSocket::recv_from(std::span<std::byte> buf, Endpoint& from, std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.ok()) {
+  Descriptor* const d = g.get();
+  if (!d) {
     ec = os_error(EBADF);
     return 0;
   }
@@ -704,7 +748,7 @@ std::size_t UdpSocket::recv_from(std::span<std::byte> buf, Endpoint& from, std::
   if (read_timeout_.count() > 0) deadline = deadline_after(read_timeout_);
   for (;;) {
     socklen_t len = Endpoint::capacity();
-    ssize_t n = ::recvfrom(d_->fileno(), buf.data(), buf.size(), 0,
+    ssize_t n = ::recvfrom(d->fileno(), buf.data(), buf.size(), 0,
                            static_cast<sockaddr*>(from.data()), &len);
     if (n >= 0) {
       from.resize(len);
@@ -716,13 +760,13 @@ std::size_t UdpSocket::recv_from(std::span<std::byte> buf, Endpoint& from, std::
       ec = os_error(e);
       return 0;
     }
-    if (!await(d_, detail::kRead, deadline, ec)) return 0;
+    if (!await(d, detail::kRead, deadline, ec)) return 0;
   }
 }
 
 Endpoint UdpSocket::local_endpoint() const {
   OpGuard g(d_);
-  return sock_name(g.ok() ? d_ : nullptr, false);
+  return sock_name(g.get(), false);
 }
 
 void UdpSocket::close() noexcept {

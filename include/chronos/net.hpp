@@ -13,7 +13,9 @@
 // ready, and other fibers run meanwhile. Sockets must be created and used
 // inside fibers of one runtime, and must not outlive it. One fiber may read
 // while another writes the same socket; a second concurrent reader (or
-// writer) gets EBUSY.
+// writer) gets EBUSY. One fiber may close a socket, and then destroy it,
+// while others are inside its calls: those return EBADF and never touch the
+// destroyed object (a call made after the destruction is a bug, as ever).
 //
 // Errors are std::system_error carrying the errno (ECONNRESET, EPIPE,
 // ETIMEDOUT for a timeout, EBADF after close(), ...). The overloads taking a

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -272,6 +273,47 @@ TEST(NetTcp, AcceptBacksOffOnEmfileAndRecovers) {
     EXPECT_TRUE(waited);
     EXPECT_TRUE(acceptor.join());  // and takes the connection once an fd is free
   });
+}
+
+// One fiber closes and destroys a listener while another is inside its
+// accept(), sleeping off EMFILE: the accept ends with EBADF, having touched
+// only the descriptor it holds, never the destroyed object (whose d_ the
+// destructor nulled: reading it again would crash here), and the fd is
+// closed once the accept has let go of it.
+TEST(NetTcp, DestroyingAListenerDuringItsAcceptEndsTheAcceptWithEbadf) {
+#if NET_TEST_HAVE_VALGRIND
+  if (RUNNING_ON_VALGRIND) GTEST_SKIP() << "fd limits are emulated under valgrind";
+#endif
+  const int fds_before = chronos::test::open_fds();
+  Config cfg{.workers = 1};       // the two fibers take turns in a known order
+  cfg.slow_fiber_threshold = {};  // as in the test above
+  {
+    Runtime rt{cfg};
+    rt.block_on([] {
+      std::optional<TcpListener> l = TcpListener::bind("127.0.0.1", 0);
+      TcpStream c = TcpStream::connect("127.0.0.1", l->local_endpoint().port());  // in the backlog
+      rlimit old{};
+      ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+      rlimit low = old;
+      low.rlim_cur = static_cast<rlim_t>(chronos::test::open_fds() + 8);
+      ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+      std::vector<int> filler;
+      for (int fd; (fd = dup(0)) >= 0;) filler.push_back(fd);
+      auto acceptor = chronos::go([listener = &*l] {
+        std::error_code ec;
+        TcpStream s = listener->accept(ec);
+        return ec.value();
+      });
+      chronos::sleep_for(30ms);  // it meets EMFILE and sleeps in its backoff
+      const bool inside = !acceptor.done();
+      l.reset();  // closes and destroys it under the sleeping accept
+      for (int fd : filler) close(fd);
+      ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+      EXPECT_TRUE(inside);
+      EXPECT_EQ(acceptor.join(), EBADF);
+    });
+  }
+  EXPECT_EQ(chronos::test::open_fds(), fds_before);
 }
 
 // Counts a fiber's end however it comes: returning, or unwound at shutdown.
