@@ -80,9 +80,10 @@ void client(std::uint16_t port, int id, int msgs, std::size_t size, Tally& t, Wa
 }
 
 // Spawns an accept loop serving echo_connection per connection, until the
-// listener is closed.
-void serve(TcpListener& l) {
-  chronos::go([&l] {
+// listener is closed. Join the loop after the close and before the listener
+// goes: it calls l.accept() again after each connection.
+chronos::JoinHandle<void> serve(TcpListener& l) {
+  return chronos::go([&l] {
     for (;;) {
       std::error_code ec;
       TcpStream c = l.accept(ec);
@@ -91,7 +92,7 @@ void serve(TcpListener& l) {
         chronos::test::echo_connection(std::move(c));
       }).detach();
     }
-  }).detach();
+  });
 }
 
 void run_echo_in_process(int conns, int msgs, std::size_t size) {
@@ -102,7 +103,7 @@ void run_echo_in_process(int conns, int msgs, std::size_t size) {
     TcpListener l = TcpListener::bind("127.0.0.1", 0, 4096);
     const std::uint16_t port = l.local_endpoint().port();
     ASSERT_NE(port, 0);
-    serve(l);
+    auto acceptor = serve(l);
     WaitGroup wg(conns), all_up(conns);
     for (int i = 0; i < conns; ++i)
       chronos::go(kSmall, [&, i] {
@@ -111,6 +112,7 @@ void run_echo_in_process(int conns, int msgs, std::size_t size) {
       }).detach();
     wg.wait();
     l.close();  // ends the accept loop (EBADF)
+    acceptor.join();
   });
   EXPECT_EQ(t.errors.load(), 0);
   EXPECT_EQ(t.verified.load(), static_cast<std::uint64_t>(conns) * msgs * size);
@@ -140,7 +142,7 @@ TEST(NetTcp, EchoOnPackedTwoKiBStacks) {
   rt.block_on([&] {
     TcpListener l = TcpListener::bind("127.0.0.1", 0, 4096);
     const std::uint16_t port = l.local_endpoint().port();
-    chronos::go(kSmall, [&l] {
+    auto acceptor = chronos::go(kSmall, [&l] {
       for (;;) {
         std::error_code ec;
         TcpStream c = l.accept(ec);
@@ -150,7 +152,7 @@ TEST(NetTcp, EchoOnPackedTwoKiBStacks) {
           while (std::size_t n = c.read(buf)) c.write_all({buf, n});
         }).detach();
       }
-    }).detach();
+    });
     WaitGroup wg(conns), all_up(conns);
     for (int i = 0; i < conns; ++i)
       chronos::go([&, i] {
@@ -159,6 +161,7 @@ TEST(NetTcp, EchoOnPackedTwoKiBStacks) {
       }).detach();
     wg.wait();
     l.close();
+    acceptor.join();
   });
   EXPECT_EQ(t.errors.load(), 0);
   EXPECT_EQ(t.verified.load(), static_cast<std::uint64_t>(conns) * msgs * size);
@@ -211,7 +214,7 @@ TEST(NetTcp, Echo10000ConnectionsAcrossProcesses) {
     Runtime rt{Config{.workers = 2}};
     TcpListener l = rt.block_on([] { return TcpListener::bind("127.0.0.1", 0, 4096); });
     const std::uint16_t port = rt.block_on([&] { return l.local_endpoint().port(); });
-    rt.spawn([&] { serve(l); }).join();
+    chronos::JoinHandle<void> acceptor = rt.spawn([&] { return serve(l); }).join();
     ASSERT_EQ(write(port_pipe[1], &port, sizeof port), static_cast<ssize_t>(sizeof port));
     close(port_pipe[1]);
     // Wait for the child (at most 300 s) on this plain thread.
@@ -224,7 +227,10 @@ TEST(NetTcp, Echo10000ConnectionsAcrossProcesses) {
       waitpid(child, &status, 0);
       ADD_FAILURE() << "the client process did not finish";
     }
-    rt.block_on([&] { l.close(); });
+    rt.block_on([&] {
+      l.close();
+      acceptor.join();
+    });
   }
   ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the client process saw errors (stderr above)";
@@ -242,7 +248,7 @@ TEST(NetTcp, ConnectDisconnectChurn) {
     rt.block_on([&] {
       TcpListener l = TcpListener::bind("127.0.0.1", 0, 4096);
       const std::uint16_t port = l.local_endpoint().port();
-      serve(l);
+      auto acceptor = serve(l);
       WaitGroup wg(lanes);
       std::atomic<int> next{0};
       for (int lane = 0; lane < lanes; ++lane)
@@ -267,6 +273,7 @@ TEST(NetTcp, ConnectDisconnectChurn) {
         }).detach();
       wg.wait();
       l.close();
+      acceptor.join();
     });
   }
   EXPECT_EQ(t.errors.load(), 0);
