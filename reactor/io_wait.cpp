@@ -286,10 +286,13 @@ WaitResult outcome(std::atomic<std::uintptr_t>& s, std::uintptr_t me, bool busy,
     throw;  // on_stop's destructor waits out a running stop callback
   }
   await_commit();
-  if (timed) timer_cancel(iw.timer);  // after this, fire() is not running
-  on_stop.reset();                    // and after this, no stop callback is
-  // relaxed: fire() and the stop callback ran to completion before
-  // timer_cancel and on_stop.reset() returned.
+  // After timer_cancel, fire() is done with iw (it may still be finishing
+  // its wake and the slot's store: outcome() waits that out); after
+  // on_stop.reset(), no stop callback is running.
+  if (timed) timer_cancel(iw.timer);
+  on_stop.reset();
+  // relaxed: fire() set it before letting go of iw (timer_fired's release,
+  // which timer_cancel acquired), and the stop callback before returning.
   return outcome(s, me, iw.busy, iw.ended.load(std::memory_order_relaxed));
 }
 
