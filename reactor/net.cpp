@@ -214,53 +214,6 @@ bool open_and_unclosed(const Descriptor* d) noexcept {
   return d && !(d->refs.load(std::memory_order_relaxed) & Descriptor::kClosed);
 }
 
-// One read on a held descriptor: what is there, up to buf.size() bytes,
-// waiting until at least one byte is (0: the peer closed its side). timeout
-// counts from this call; zero is none. Inlined even unoptimised, so that a
-// read adds no frame: fibers on packed 2 KiB stacks park in it.
-[[gnu::always_inline]] inline std::size_t recv_some(Descriptor* d, std::span<std::byte> buf,
-                                                    std::chrono::nanoseconds timeout,
-                                                    std::error_code& ec) {
-  const std::int64_t deadline = deadline_after(timeout);
-  // After a short read, wait first: the recv would only say EAGAIN
-  // (reactor/descriptor.hpp, "Short reads").
-  if (!buf.empty() && d->read_may_skip() && !await(d, detail::kRead, deadline, ec)) return 0;
-  for (;;) {
-    ssize_t n = ::recv(d->fileno(), buf.data(), buf.size(), 0);
-    if (n >= 0) {
-      const bool short_read = n > 0 && static_cast<std::size_t>(n) < buf.size();
-      d->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
-      return static_cast<std::size_t>(n);
-    }
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) {
-      ec = os_error(e);
-      return 0;
-    }
-    if (!await(d, detail::kRead, deadline, ec)) return 0;
-  }
-}
-
-// One write on a held descriptor of a non-empty buf: some of it (at least
-// one byte), waiting for room.
-[[gnu::always_inline]] inline std::size_t send_some(Descriptor* d, std::span<const std::byte> buf,
-                                                    std::chrono::nanoseconds timeout,
-                                                    std::error_code& ec) {
-  const std::int64_t deadline = deadline_after(timeout);
-  for (;;) {
-    ssize_t n = ::send(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e != EAGAIN && e != EWOULDBLOCK) {
-      ec = os_error(e);
-      return 0;
-    }
-    if (!await(d, detail::kWrite, deadline, ec)) return 0;
-  }
-}
-
 std::atomic<bool> g_emfile_logged{false};
 
 }  // namespace
@@ -432,11 +385,31 @@ std::size_t TcpStream::read(std::span<std::byte> buf) {
 std::size_t TcpStream::read(std::span<std::byte> buf, std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.get()) {
+  Descriptor* const d = g.get();
+  if (!d) {
     ec = os_error(EBADF);
     return 0;
   }
-  return recv_some(g.get(), buf, read_timeout_, ec);
+  std::int64_t deadline = detail::kNoDeadline;
+  if (read_timeout_.count() > 0) deadline = deadline_after(read_timeout_);
+  // After a short read, wait first: the recv would only say EAGAIN
+  // (reactor/descriptor.hpp, "Short reads").
+  if (!buf.empty() && d->read_may_skip() && !await(d, detail::kRead, deadline, ec)) return 0;
+  for (;;) {
+    ssize_t n = ::recv(d->fileno(), buf.data(), buf.size(), 0);
+    if (n >= 0) {
+      const bool short_read = n > 0 && static_cast<std::size_t>(n) < buf.size();
+      d->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
+      return static_cast<std::size_t>(n);
+    }
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) {
+      ec = os_error(e);
+      return 0;
+    }
+    if (!await(d, detail::kRead, deadline, ec)) return 0;
+  }
 }
 
 void TcpStream::read_exact(std::span<std::byte> buf) {
@@ -448,24 +421,16 @@ void TcpStream::read_exact(std::span<std::byte> buf) {
 }
 
 void TcpStream::read_exact(std::span<std::byte> buf, std::error_code& ec) {
-  ec.clear();
-  if (buf.empty()) return;
-  OpGuard g(d_);
-  Descriptor* const d = g.get();
-  if (!d) {
-    ec = os_error(EBADF);
-    return;
-  }
-  const std::chrono::nanoseconds timeout = read_timeout_;  // (this is not read again)
-  do {
-    std::size_t n = recv_some(d, buf, timeout, ec);
+  while (!buf.empty()) {
+    std::size_t n = read(buf, ec);
     if (ec) return;
     if (n == 0) {
       ec = os_error(ECONNABORTED);
       return;
     }
     buf = buf.subspan(n);
-  } while (!buf.empty());
+  }
+  ec.clear();
 }
 
 std::size_t TcpStream::write(std::span<const std::byte> buf) {
@@ -478,12 +443,25 @@ std::size_t TcpStream::write(std::span<const std::byte> buf) {
 std::size_t TcpStream::write(std::span<const std::byte> buf, std::error_code& ec) {
   ec.clear();
   OpGuard g(d_);
-  if (!g.get()) {
+  Descriptor* const d = g.get();
+  if (!d) {
     ec = os_error(EBADF);
     return 0;
   }
   if (buf.empty()) return 0;
-  return send_some(g.get(), buf, write_timeout_, ec);
+  std::int64_t deadline = detail::kNoDeadline;
+  if (write_timeout_.count() > 0) deadline = deadline_after(write_timeout_);
+  for (;;) {
+    ssize_t n = ::send(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    int e = errno;
+    if (e == EINTR) continue;
+    if (e != EAGAIN && e != EWOULDBLOCK) {
+      ec = os_error(e);
+      return 0;
+    }
+    if (!await(d, detail::kWrite, deadline, ec)) return 0;
+  }
 }
 
 void TcpStream::write_all(std::span<const std::byte> buf) {
@@ -494,19 +472,11 @@ void TcpStream::write_all(std::span<const std::byte> buf) {
 
 void TcpStream::write_all(std::span<const std::byte> buf, std::error_code& ec) {
   ec.clear();
-  if (buf.empty()) return;
-  OpGuard g(d_);
-  Descriptor* const d = g.get();
-  if (!d) {
-    ec = os_error(EBADF);
-    return;
-  }
-  const std::chrono::nanoseconds timeout = write_timeout_;  // (this is not read again)
-  do {
-    std::size_t n = send_some(d, buf, timeout, ec);
+  while (!buf.empty()) {
+    std::size_t n = write(buf, ec);
     if (ec) return;
     buf = buf.subspan(n);
-  } while (!buf.empty());
+  }
 }
 
 void TcpStream::shutdown(Shutdown how) {

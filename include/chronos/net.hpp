@@ -14,8 +14,9 @@
 // inside fibers of one runtime, and must not outlive it. One fiber may read
 // while another writes the same socket; a second concurrent reader (or
 // writer) gets EBUSY. One fiber may close a socket, and then destroy it,
-// while others are inside its calls: those return EBADF and never touch the
-// destroyed object (a call made after the destruction is a bug, as ever).
+// while others are parked in its read, write, accept, send_to or recv_from:
+// those return EBADF and never touch the destroyed object. read_exact and
+// write_all go back to the object between rounds: let them return first.
 //
 // Errors are std::system_error carrying the errno (ECONNRESET, EPIPE,
 // ETIMEDOUT for a timeout, EBADF after close(), ...). The overloads taking a
