@@ -32,6 +32,7 @@
 #include "chronos/cancel.hpp"
 #include "chronos/net.hpp"
 #include "chronos/time.hpp"
+#include "fiber/thread_errno.hpp"
 #include "reactor/io_wait.hpp"
 #include "reactor/reactor.hpp"
 #include "sched/timer.hpp"
@@ -184,7 +185,7 @@ Endpoint sock_name(const Descriptor* d, bool peer) {
   socklen_t len = Endpoint::capacity();
   auto* sa = static_cast<sockaddr*>(e.data());
   int rc = peer ? ::getpeername(d->fileno(), sa, &len) : ::getsockname(d->fileno(), sa, &len);
-  if (rc != 0) throw std::system_error(os_error(errno), "chronos::net: endpoint");
+  if (rc != 0) throw std::system_error(os_error(detail::thread_errno()), "chronos::net: endpoint");
   e.resize(len);
   return e;
 }
@@ -194,7 +195,7 @@ Endpoint sock_name(const Descriptor* d, bool peer) {
 Descriptor* open_socket(int family, int type, std::error_code& ec) {
   int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    ec = os_error(errno);
+    ec = os_error(detail::thread_errno());
     return nullptr;
   }
   try {
@@ -332,7 +333,7 @@ TcpStream TcpStream::connect(const Endpoint& to, std::chrono::nanoseconds timeou
   const std::int64_t deadline = deadline_after(timeout);
   int fd = ::socket(family_of(to), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    ec = os_error(errno);
+    ec = os_error(detail::thread_errno());
     return TcpStream();
   }
   // connect() first, register after: registered while still unconnected, the
@@ -340,8 +341,8 @@ TcpStream TcpStream::connect(const Endpoint& to, std::chrono::nanoseconds timeou
   int rc;
   do {
     rc = ::connect(fd, static_cast<const sockaddr*>(to.data()), to.size());
-  } while (rc != 0 && errno == EINTR);
-  const int err = rc == 0 ? 0 : errno;
+  } while (rc != 0 && detail::thread_errno() == EINTR);
+  const int err = rc == 0 ? 0 : detail::thread_errno();
   if (err != 0 && err != EINPROGRESS) {
     ::close(fd);
     ec = os_error(err);
@@ -360,7 +361,8 @@ TcpStream TcpStream::connect(const Endpoint& to, std::chrono::nanoseconds timeou
     if (!await(s.d_, detail::kWrite, deadline, ec)) return TcpStream();
     int so_error = 0;
     socklen_t len = sizeof so_error;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
+      so_error = detail::thread_errno();
     if (so_error != 0) {
       ec = os_error(so_error);
       return TcpStream();
@@ -368,8 +370,8 @@ TcpStream TcpStream::connect(const Endpoint& to, std::chrono::nanoseconds timeou
     sockaddr_storage peer;
     socklen_t plen = sizeof peer;
     if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) return s;
-    if (errno != ENOTCONN) {
-      ec = os_error(errno);
+    if (detail::thread_errno() != ENOTCONN) {
+      ec = os_error(detail::thread_errno());
       return TcpStream();
     }
   }
@@ -402,7 +404,7 @@ std::size_t TcpStream::read(std::span<std::byte> buf, std::error_code& ec) {
       d->rx_drained.store(short_read ? 1 : 0, std::memory_order_relaxed);
       return static_cast<std::size_t>(n);
     }
-    int e = errno;
+    int e = detail::thread_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       ec = os_error(e);
@@ -454,7 +456,7 @@ std::size_t TcpStream::write(std::span<const std::byte> buf, std::error_code& ec
   for (;;) {
     ssize_t n = ::send(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL);
     if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
+    int e = detail::thread_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       ec = os_error(e);
@@ -485,7 +487,7 @@ void TcpStream::shutdown(Shutdown how) {
   if (!d) throw std::system_error(os_error(EBADF), "chronos::net::TcpStream::shutdown");
   int h = how == Shutdown::kRead ? SHUT_RD : how == Shutdown::kWrite ? SHUT_WR : SHUT_RDWR;
   if (::shutdown(d->fileno(), h) != 0)
-    throw std::system_error(os_error(errno), "chronos::net::TcpStream::shutdown");
+    throw std::system_error(os_error(detail::thread_errno()), "chronos::net::TcpStream::shutdown");
 }
 
 void TcpStream::close() noexcept {
@@ -497,7 +499,8 @@ void TcpStream::set_nodelay(bool on) {
   Descriptor* const d = g.get();
   int v = on ? 1 : 0;
   if (!d || ::setsockopt(d->fileno(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) != 0)
-    throw std::system_error(os_error(d ? errno : EBADF), "chronos::net::set_nodelay");
+    throw std::system_error(os_error(d ? detail::thread_errno() : EBADF),
+                            "chronos::net::set_nodelay");
 }
 
 Endpoint TcpStream::local_endpoint() const {
@@ -547,7 +550,7 @@ TcpListener TcpListener::bind(std::string_view host, std::uint16_t port, int bac
     ::setsockopt(l.d_->fileno(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (::bind(l.d_->fileno(), static_cast<const sockaddr*>(a.data()), a.size()) != 0 ||
         ::listen(l.d_->fileno(), backlog) != 0) {
-      ec = os_error(errno);
+      ec = os_error(detail::thread_errno());
       continue;
     }
     return l;
@@ -580,7 +583,7 @@ TcpStream TcpListener::accept(std::error_code& ec) {
         return TcpStream();
       }
     }
-    const int e = errno;
+    const int e = detail::thread_errno();
     switch (e) {
       case EINTR:
       case ECONNABORTED:
@@ -661,7 +664,7 @@ UdpSocket UdpSocket::bind(std::string_view host, std::uint16_t port) {
     u.d_ = open_socket(family_of(a), SOCK_DGRAM, ec);
     if (!u.d_) continue;
     if (::bind(u.d_->fileno(), static_cast<const sockaddr*>(a.data()), a.size()) != 0) {
-      ec = os_error(errno);
+      ec = os_error(detail::thread_errno());
       continue;
     }
     return u;
@@ -689,7 +692,7 @@ std::size_t UdpSocket::send_to(std::span<const std::byte> buf, const Endpoint& t
     ssize_t n = ::sendto(d->fileno(), buf.data(), buf.size(), MSG_NOSIGNAL,
                          static_cast<const sockaddr*>(to.data()), to.size());
     if (n >= 0) return static_cast<std::size_t>(n);
-    int e = errno;
+    int e = detail::thread_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       ec = os_error(e);
@@ -724,7 +727,7 @@ std::size_t UdpSocket::recv_from(std::span<std::byte> buf, Endpoint& from, std::
       from.resize(len);
       return static_cast<std::size_t>(n);
     }
-    int e = errno;
+    int e = detail::thread_errno();
     if (e == EINTR) continue;
     if (e != EAGAIN && e != EWOULDBLOCK) {
       ec = os_error(e);
